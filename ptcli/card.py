@@ -1,0 +1,61 @@
+"""The artifact's README.md: a model card filled from the artifact's metadata."""
+
+from __future__ import annotations
+
+from string import Template as StringTemplate
+from typing import Any
+
+CARD = StringTemplate("""# ptcli prompt artifact
+
+P-tuning prompts trained with ptcli $version on `$backbone` ($kind LM, frozen$tuned).
+
+## Template
+
+```
+$template
+```
+
+$n_prompts trainable prompt token(s), $encoder prompt encoder. Only the encoder's output
+(`prompts.safetensors`, $n_prompts × $hidden) is needed to predict.
+
+## Labels and label words
+
+| label | words | training rows |
+| --- | --- | --- |
+$label_rows
+
+## Data and results
+
+- training rows: $n_train, dev rows: $n_dev ($dev_source)
+- dev accuracy: $dev_acc (macro-F1 $dev_f1), before training: $dev_acc0
+- best epoch: $best_epoch of $epochs, seed $seed, lr $lr, batch size $batch_size, precision $precision
+
+## Use
+
+```
+ptcli predict $path input.csv -o predictions.csv
+ptcli eval $path labeled.csv
+ptcli export-prompts $path -o prompts.safetensors
+```
+
+The prompts only work with the backbone they were trained on: ptcli checks its fingerprint
+(`$fingerprint`) and refuses any other.
+""")
+
+
+def model_card(meta: dict[str, Any], path: str = "ARTIFACT") -> str:
+    training = meta["training"]
+    counts = training.get("train_counts", {})
+    rows = "\n".join(f"| {label} | {', '.join(meta['verbalizer'][label])} | {counts.get(label, 0)} |"
+                     for label in meta["labels"])
+    return CARD.substitute(
+        version=meta["ptcli_version"], backbone=meta["backbone"]["name"], kind=meta["backbone"]["kind"],
+        tuned=", then tuned" if training.get("tune_backbone") else "", template=meta["template"]["text"],
+        n_prompts=meta["encoder"]["n_prompts"], encoder=meta["encoder"]["kind"], hidden=meta["encoder"]["hidden_size"],
+        label_rows=rows, n_train=training["n_train"], n_dev=training["n_dev"],
+        dev_source=training["dev"] or f"{training['dev_fraction']:.0%} of each class held out",
+        dev_acc=f"{meta['dev_metrics']['accuracy']:.4f}", dev_f1=f"{meta['dev_metrics']['macro_f1']:.4f}",
+        dev_acc0=f"{meta['dev_metrics_untrained']['accuracy']:.4f}", best_epoch=training["best_epoch"],
+        epochs=training["epochs"], seed=meta["seed"], lr=training["lr"], batch_size=training["batch_size"],
+        precision=training["precision"], path=path, fingerprint=meta["backbone"]["fingerprint"],
+    )

@@ -1,0 +1,101 @@
+"""A template, a verbalizer and a backbone put together: rows of text in, label log-scores out.
+
+Training, prediction and evaluation all go through `Classifier`, so the three can never disagree on how a row is
+encoded or scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ptcli.artifact import Artifact
+from ptcli.backbone import Backbone, load_backbone
+from ptcli.console import warn
+from ptcli.errors import PtcliError
+from ptcli.template import Encoded, Template, TemplateEncoder
+from ptcli.verbalizer import Verbalizer, label_scores
+
+
+@dataclass
+class Classifier:
+    backbone: Backbone
+    template: Template
+    verbalizer: Verbalizer
+    word_ids: list[list[int]]
+    owner: list[int]
+    encoder: TemplateEncoder
+
+    @classmethod
+    def build(cls, backbone: Backbone, template: Template, verbalizer: Verbalizer, max_length: int,
+              where: str = "verbalizer", warn_template: bool = True) -> Classifier:
+        words, owner = verbalizer.flat()
+        word_ids = [backbone.tokenize_word(w, template.space_before_slot) for w in words]
+        backbone.check_words(words, word_ids, template.mask_count, where)
+        if warn_template:
+            for message in backbone.template_warnings(template):
+                warn(message)
+        slot = backbone.slot_length(template.mask_count, word_ids)
+        encoder = TemplateEncoder(template, backbone.tokenizer, max_length, slot, backbone.n_special())
+        return cls(backbone, template, verbalizer, word_ids, owner, encoder)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.verbalizer.labels
+
+    def encode(self, texts: list[str], texts_b: list[str] | None = None) -> list[Encoded]:
+        return self.encoder.encode(texts, texts_b)
+
+    def logits(self, rows: list[Encoded], prompts: torch.Tensor | None) -> torch.Tensor:
+        """[B, n_labels] label log-scores (unnormalised across labels); differentiable in `prompts`."""
+        scores = self.backbone.score(rows, prompts, self.word_ids)
+        return label_scores(scores, self.owner, len(self.labels))
+
+    def predict_proba(self, rows: list[Encoded], prompts: torch.Tensor | None, batch_size: int) -> np.ndarray:
+        """[N, n_labels] probabilities. Rows are batched longest-first so each batch pads to similar lengths."""
+        order = sorted(range(len(rows)), key=lambda i: -(len(rows[i].before) + len(rows[i].after)))
+        out = np.zeros((len(rows), len(self.labels)), dtype=np.float64)
+        self.backbone.train(False)
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                logits = self.logits([rows[i] for i in idx], prompts)
+                out[idx] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+        return out
+
+    @classmethod
+    def from_artifact(cls, art: Artifact, device: str = "auto", precision: str = "auto",
+                      model: str | None = None) -> tuple[Classifier, torch.Tensor]:
+        """Rebuild the classifier an artifact was trained with, refusing a different backbone."""
+        info = art.meta["backbone"]
+        name = model or info["name"]
+        gguf_file = info.get("extra", {}).get("gguf_file") if model is None else None
+        if art.tuned_backbone is not None:
+            name, gguf_file = str(art.tuned_backbone), None
+        elif model is None and info.get("local_path") and not Path(name).exists() and not info.get("gguf_sha256"):
+            name = info["local_path"]
+        if gguf_file and Path(name).name == gguf_file:
+            gguf_file = None
+        backbone = load_backbone(name, device=device, precision=precision, gguf_file=gguf_file)
+        expected = art.meta["training"].get("tuned_fingerprint") or info["fingerprint"]
+        if info.get("gguf_sha256") and backbone.info.gguf_sha256 and backbone.info.gguf_sha256 != info["gguf_sha256"]:
+            raise PtcliError(f"{art.path}: trained on the GGUF file with SHA-256 {info['gguf_sha256'][:16]}…, but "
+                             f"{name} is {backbone.info.gguf_sha256[:16]}…; pass the original file with --model")
+        if backbone.info.fingerprint != expected:
+            raise PtcliError(f"{art.path}: trained on backbone {info['name']} (fingerprint {expected}), but {name} has "
+                             f"fingerprint {backbone.info.fingerprint}; these prompts only work with the original "
+                             "backbone, pass it with --model")
+        template = Template.parse(art.meta["template"]["text"], art.meta["template"].get("path", "<template>"))
+        verbalizer = Verbalizer(labels=art.labels, words=[art.meta["verbalizer"][lab] for lab in art.labels])
+        clf = cls.build(backbone, template, verbalizer, int(art.meta["training"]["max_length"]),
+                        where=str(art.path), warn_template=False)
+        if clf.word_ids != art.meta["word_ids"]:
+            raise PtcliError(f"{art.path}: the label words tokenize differently with {name}'s tokenizer than at "
+                             "training time; use the tokenizer the artifact was trained with")
+        if art.prompts.shape[1] != backbone.hidden_size:
+            raise PtcliError(f"{art.path}: prompts are {art.prompts.shape[1]}-wide but {name} has hidden size "
+                             f"{backbone.hidden_size}")
+        return clf, art.prompts.to(backbone.device)

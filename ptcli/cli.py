@@ -1,0 +1,222 @@
+"""The command line: thin Typer wrappers that parse options and call the plain functions in train/predict/….
+
+torch and transformers are imported inside the commands, so `ptcli --help` stays fast. Every user-fixable error
+reaches the user through `_run` as one line on stderr with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ptcli import __version__
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="ptcli",
+    help="Few-shot text classification with P-tuning: trainable prompt tokens around your text, a frozen language "
+    "model fills the [MASK], label words map to labels.\n\n"
+    "Example:\n\n"
+    "  ptcli train data.csv --template templates/review_zh.txt -o my-artifact\n\n"
+    "  ptcli predict my-artifact input.csv -o predictions.csv",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+
+Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, or cuda")]
+Precision = Annotated[str, typer.Option(help="auto (bf16 on CUDA, and on CPU where it is faster), fp32 or bf16")]
+Json = Annotated[bool, typer.Option("--json", help="print machine-readable JSON on stdout")]
+Format = Annotated[str | None, typer.Option("--format", help="csv, tsv or jsonl when the file suffix does not say")]
+Model = Annotated[str | None, typer.Option("--model", help="where the artifact's backbone is now, if it moved")]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Call `fn`, turning user-fixable errors into one line on stderr and an exit code, never a traceback."""
+    from ptcli.console import error
+    from ptcli.errors import PtcliError
+
+    try:
+        _quiet_libraries()
+        return fn()
+    except PtcliError as e:
+        error(e.message)
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        error("interrupted")
+        raise typer.Exit(130) from None
+
+
+def _print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ptcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress or logs on stderr")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
+    ] = False,
+) -> None:
+    from ptcli.console import set_quiet
+
+    set_quiet(quiet)
+
+
+@app.command(epilog="Example: ptcli train reviews.csv --template templates/review_zh.txt --verbalizer "
+             "templates/review_zh.verbalizer.json -o reviews-artifact")
+def train(
+    data: Annotated[Path, typer.Argument(help="labeled rows: .csv, .tsv or .jsonl")],
+    template: Annotated[Path, typer.Option(help="template file: [P] prompt tokens, [MASK] label slot, <text> input")],
+    model: Annotated[str, typer.Option(help="hub id, local model directory or .gguf file")] = "bert-base-chinese",
+    gguf_file: Annotated[str | None, typer.Option(help="GGUF file inside --model when that is a directory")] = None,
+    verbalizer: Annotated[Path | None, typer.Option(help='JSON {"label": "word"} or {"label": ["w1", "w2"]}')] = None,
+    dev: Annotated[Path | None, typer.Option(help="labeled dev rows; default: hold out part of DATA")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="artifact directory")] = None,
+    format: Format = None,
+    text_col: Annotated[str, typer.Option(help="column with the input text")] = "text",
+    text_b_col: Annotated[str | None, typer.Option(help="column with the second text (<text_b>)")] = None,
+    label_col: Annotated[str, typer.Option(help="column with the label")] = "label",
+    encoder: Annotated[str, typer.Option(help="prompt encoder: lstm (paper), mlp or none")] = "lstm",
+    epochs: Annotated[int, typer.Option(help="maximum epochs")] = 20,
+    batch_size: Annotated[int, typer.Option(help="rows per step")] = 8,
+    lr: Annotated[float, typer.Option(help="prompt encoder learning rate")] = 3e-3,
+    patience: Annotated[int, typer.Option(help="stop after this many epochs without dev gain")] = 5,
+    dev_fraction: Annotated[float, typer.Option(help="share of each class held out as dev without --dev")] = 0.25,
+    seed: Annotated[int, typer.Option(help="seed for init, data order and the dev split")] = 42,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    max_length: Annotated[int, typer.Option(help="token limit; the input text is truncated, never the template")] = 256,
+    tune_backbone: Annotated[bool, typer.Option(help="also train the backbone (saved in the artifact)")] = False,
+    backbone_lr: Annotated[float, typer.Option(help="backbone learning rate with --tune-backbone")] = 1e-5,
+    resume: Annotated[Path | None, typer.Option(help="artifact whose prompt encoder training continues")] = None,
+    json_: Json = False,
+) -> None:
+    """Train P-tuning prompts on labeled rows; writes an artifact directory."""
+
+    def go() -> None:
+        from ptcli.train import TrainArgs
+        from ptcli.train import train as run_train
+
+        args = TrainArgs(data=data, template=template, model=model, gguf_file=gguf_file, verbalizer=verbalizer,
+                         dev=dev, output=output, format=format, text_col=text_col, text_b_col=text_b_col,
+                         label_col=label_col, encoder=encoder, epochs=epochs, batch_size=batch_size, lr=lr,
+                         patience=patience, dev_fraction=dev_fraction, seed=seed, device=device, precision=precision,
+                         max_length=max_length, tune_backbone=tune_backbone, backbone_lr=backbone_lr, resume=resume)
+        result = run_train(args)
+        if json_:
+            _print_json(result.to_dict())
+        else:
+            typer.echo(f"artifact\t{result.artifact}\ndev_accuracy\t{result.dev['accuracy']:.4f}\n"
+                       f"dev_accuracy_untrained\t{result.dev_untrained['accuracy']:.4f}\nbest_epoch\t{result.best_epoch}")
+
+    _run(go)
+
+
+@app.command(epilog="Example: ptcli predict reviews-artifact new.csv -o predictions.csv")
+def predict(
+    artifact: Annotated[Path, typer.Argument(help="artifact directory from ptcli train")],
+    input: Annotated[Path, typer.Argument(help="rows to classify: .csv, .tsv or .jsonl")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="output file (.csv/.tsv/.jsonl); default stdout")
+    ] = None,
+    text_col: Annotated[str | None, typer.Option(help="input text column (default: as in training)")] = None,
+    text_b_col: Annotated[str | None, typer.Option(help="second text column (default: as in training)")] = None,
+    format: Format = None,
+    batch_size: Annotated[int, typer.Option(help="rows per forward pass")] = 32,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    model: Model = None,
+    json_: Json = False,
+) -> None:
+    """Add pred, confidence and prob_<label> columns to every input row."""
+
+    def go() -> None:
+        from ptcli.console import log
+        from ptcli.predict import PredictArgs
+        from ptcli.predict import predict as run_predict
+
+        result = run_predict(PredictArgs(artifact=artifact, input=input, output=output, text_col=text_col,
+                                         text_b_col=text_b_col, format=format, batch_size=batch_size, device=device,
+                                         precision=precision, model=model, json=json_))
+        summary = {"rows": result.rows, "seconds": round(result.seconds, 3),
+                   "rows_per_second": round(result.rows_per_second, 2), "output": result.output}
+        if output is not None:
+            if json_:
+                _print_json(summary)
+            else:
+                typer.echo(str(output))
+        log(f"{result.rows} rows in {result.seconds:.1f}s ({result.rows_per_second:.1f} rows/s) → {result.output}")
+
+    _run(go)
+
+
+@app.command(name="eval", epilog="Example: ptcli eval reviews-artifact test.csv --json")
+def eval_(
+    artifact: Annotated[Path, typer.Argument(help="artifact directory from ptcli train")],
+    data: Annotated[Path, typer.Argument(help="labeled rows: .csv, .tsv or .jsonl")],
+    text_col: Annotated[str | None, typer.Option(help="input text column (default: as in training)")] = None,
+    text_b_col: Annotated[str | None, typer.Option(help="second text column (default: as in training)")] = None,
+    label_col: Annotated[str | None, typer.Option(help="label column (default: as in training)")] = None,
+    format: Format = None,
+    batch_size: Annotated[int, typer.Option(help="rows per forward pass")] = 32,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    model: Model = None,
+    json_: Json = False,
+) -> None:
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix on labeled rows."""
+
+    def go() -> None:
+        from ptcli.evaluate import EvalArgs, evaluate
+        from ptcli.report import print_report
+
+        report = evaluate(EvalArgs(artifact=artifact, data=data, text_col=text_col, text_b_col=text_b_col,
+                                   label_col=label_col, format=format, batch_size=batch_size, device=device,
+                                   precision=precision, model=model))
+        _print_json(report) if json_ else print_report(report)
+
+    _run(go)
+
+
+@app.command(name="export-prompts", epilog="Example: ptcli export-prompts reviews-artifact -o prompts.safetensors")
+def export_prompts(
+    artifact: Annotated[Path, typer.Argument(help="artifact directory from ptcli train")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="output file")],
+    format: Annotated[str | None, typer.Option("--format", help="safetensors, npy (+ .json sidecar) or json")] = None,
+    json_: Json = False,
+) -> None:
+    """Write the frozen prompt vectors [m, H] with the template and backbone identity."""
+
+    def go() -> None:
+        from ptcli.export import ExportArgs, export
+
+        info = export(ExportArgs(artifact=artifact, output=output, format=format))
+        _print_json(info) if json_ else typer.echo("\n".join(info["written"]))
+
+    _run(go)
+
+
+def main() -> None:
+    app()

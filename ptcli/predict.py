@@ -1,0 +1,124 @@
+"""Prediction: stream a table through an artifact, adding pred, confidence and prob_<label> to every row.
+
+Rows are read and written in chunks, so memory stays flat however long the input; output goes to a temporary file
+beside the target and is renamed into place only when every row is written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ptcli import artifact
+from ptcli.classifier import Classifier
+from ptcli.console import log, warn
+from ptcli.data import TableWriter, check_output_path, iter_table, require_columns, table_format
+from ptcli.errors import PtcliError
+
+ADDED = ("pred", "confidence")
+
+
+@dataclass
+class PredictArgs:
+    artifact: Path
+    input: Path
+    output: Path | None = None  # .csv/.tsv/.jsonl by suffix; stdout when None
+    text_col: str | None = None  # default: the column the artifact was trained on
+    text_b_col: str | None = None
+    format: str | None = None  # input format when the suffix does not say
+    batch_size: int = 32
+    device: str = "auto"
+    precision: str = "auto"
+    model: str | None = None  # where the backbone is now, if it moved since training
+    chunk_rows: int = 4096
+    json: bool = False  # JSONL on stdout when no output file is given
+
+
+@dataclass
+class PredictResult:
+    rows: int
+    seconds: float
+    output: str
+    labels: list[str]
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def output_columns(df: pd.DataFrame, labels: list[str], probs: np.ndarray) -> pd.DataFrame:
+    out = df.copy()
+    best = probs.argmax(1)
+    out["pred"] = [labels[i] for i in best]
+    out["confidence"] = probs[np.arange(len(best)), best]
+    for j, label in enumerate(labels):
+        out[f"prob_{label}"] = probs[:, j]
+    return out
+
+
+def predict(args: PredictArgs) -> PredictResult:
+    started = time.perf_counter()
+    art = artifact.load(args.artifact)
+    text_col = args.text_col or art.meta["columns"]["text"]
+    text_b_col = args.text_b_col or art.meta["columns"].get("text_b")
+    if args.output is not None:
+        check_output_path(args.output)
+        out_fmt = table_format(args.output)
+    else:
+        out_fmt = "jsonl" if args.json else "csv"
+    chunks = iter_table(args.input, args.format, args.chunk_rows)
+    first = next(chunks)  # fails on an unreadable input before the backbone is loaded
+    needed = {text_col: "--text-col", **({text_b_col: "--text-b-col"} if text_b_col else {})}
+    require_columns(first, args.input, needed)
+    clashes = [c for c in [*ADDED, *(f"prob_{lab}" for lab in art.labels)] if c in first.columns]
+    if clashes:
+        raise PtcliError(f"{args.input}: already has column(s) {', '.join(clashes)} that predict adds; rename or drop "
+                         "them (is this a predictions file?)")
+    clf, prompts = Classifier.from_artifact(art, args.device, args.precision, args.model)
+
+    tmp_path = None
+    if args.output is not None:
+        fd, name = tempfile.mkstemp(prefix=f".{args.output.name}.", suffix=".tmp", dir=args.output.parent)
+        stream = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        tmp_path = Path(name)
+    else:
+        stream = sys.stdout
+    writer = TableWriter(stream, out_fmt)
+    rows = 0
+    blank = 0
+    try:
+        for chunk in _chain(first, chunks):
+            if len(chunk) == 0:
+                continue
+            texts = chunk[text_col].astype(str).tolist()
+            blank += sum(1 for t in texts if not t.strip())
+            texts_b = chunk[text_b_col].astype(str).tolist() if text_b_col else None
+            probs = clf.predict_proba(clf.encode(texts, texts_b), prompts, args.batch_size)
+            writer.write(output_columns(chunk, clf.labels, probs))
+            rows += len(chunk)
+            log(f"predicted {rows} rows")
+        stream.flush()
+        if tmp_path is not None:
+            stream.close()
+            os.replace(tmp_path, args.output)  # type: ignore[arg-type]
+    except BaseException:
+        if tmp_path is not None:
+            stream.close()
+            tmp_path.unlink(missing_ok=True)
+        raise
+    if blank:
+        warn(f"{args.input}: {blank} row(s) have an empty {text_col!r}; they were predicted from the template alone")
+    return PredictResult(rows=rows, seconds=time.perf_counter() - started,
+                         output=str(args.output) if args.output else "-", labels=clf.labels)
+
+
+def _chain(first: pd.DataFrame, rest: object) -> object:
+    yield first
+    yield from rest  # type: ignore[misc]

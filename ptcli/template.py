@@ -1,0 +1,249 @@
+"""The template language: parse a template file, then turn rows of text into token ids around the label slot.
+
+    这是一条[P][P][MASK][MASK]评论:<text>
+
+`[P]` is a trainable prompt token, a run of `[MASK]` is the label slot (k masks = k-token label words for a masked
+LM), `<text>` / `<text_b>` are the inputs, everything else is literal anchor text tokenized by the backbone's
+tokenizer. Encoding splits each row at the slot: the backbone decides what fills it (k mask tokens for a masked LM,
+the candidate label words for a causal LM).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ptcli.errors import PtcliError
+
+TAG = re.compile(r"\[[^\[\]\s]{1,20}\]|<text[A-Za-z0-9_]*>")
+KNOWN_TAGS = {"[P]", "[MASK]", "<text>", "<text_b>"}
+PROMPT_ID = -1  # placeholder in `Part.ids` at [P] positions; the backbone swaps in the prompt vector there
+
+
+@dataclass(frozen=True)
+class Segment:
+    kind: str  # "literal" | "prompt" | "slot" | "text" | "text_b"
+    text: str = ""  # literal text; the slot's mask count is `size`
+    size: int = 1
+
+
+@dataclass
+class Part:
+    """Token ids of one side of the slot. `prompt[i]` is the [P] index at position i, or -1 for a real token."""
+
+    ids: list[int] = field(default_factory=list)
+    prompt: list[int] = field(default_factory=list)
+
+    def add(self, ids: list[int], prompt: int = -1) -> None:
+        self.ids.extend(ids)
+        self.prompt.extend([prompt] * len(ids))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Encoded:
+    """One row, split at the label slot. Special tokens ([CLS], BOS…) are added by the backbone."""
+
+    before: Part
+    after: Part
+    truncated: bool = False
+
+
+def _position(source: str, offset: int) -> str:
+    line = source.count("\n", 0, offset) + 1
+    col = offset - (source.rfind("\n", 0, offset) + 1) + 1
+    return f"line {line}, column {col}"
+
+
+@dataclass(frozen=True)
+class Template:
+    source: str
+    segments: tuple[Segment, ...]
+    path: str = "<template>"
+
+    @property
+    def n_prompts(self) -> int:
+        return sum(1 for s in self.segments if s.kind == "prompt")
+
+    @property
+    def mask_count(self) -> int:
+        return next(s.size for s in self.segments if s.kind == "slot")
+
+    @property
+    def has_text_b(self) -> bool:
+        return any(s.kind == "text_b" for s in self.segments)
+
+    @property
+    def space_before_slot(self) -> bool:
+        """True when literal whitespace precedes the slot: BPE tokenizers then need the label word's leading space."""
+        i = next(i for i, s in enumerate(self.segments) if s.kind == "slot")
+        return i > 0 and self.segments[i - 1].kind == "literal" and self.segments[i - 1].text.endswith(" ")
+
+    def without_prompts(self) -> Template:
+        """The same template with every [P] removed: the manual prompt used for zero-shot scoring."""
+        kept = [s for s in self.segments if s.kind != "prompt"]
+        source = self.source.replace("[P]", "")
+        return Template(source=source, segments=tuple(kept), path=self.path)
+
+    def slot_index(self) -> int:
+        return next(i for i, s in enumerate(self.segments) if s.kind == "slot")
+
+    @classmethod
+    def parse(cls, source: str, path: str = "<template>") -> Template:
+        source = source.rstrip("\r\n")
+        if not source.strip():
+            raise PtcliError(f"{path}: the template is empty; write one like '这是一条[P][P][MASK][MASK]评论:<text>'")
+        segments: list[Segment] = []
+        pos = 0
+        prompts = 0
+        slot_at: int | None = None
+        seen_inputs: dict[str, int] = {}
+        for match in TAG.finditer(source):
+            tag, start = match.group(), match.start()
+            if start > pos:
+                segments.append(Segment("literal", source[pos:start]))
+            where = f"{path}: {_position(source, start)}"
+            if tag not in KNOWN_TAGS:
+                raise PtcliError(
+                    f"{where}: unknown tag {tag}; the tags are [P] (prompt token), [MASK] (label slot), "
+                    "<text> and <text_b> (inputs)"
+                )
+            if tag == "[P]":
+                segments.append(Segment("prompt", size=prompts))
+                prompts += 1
+            elif tag == "[MASK]":
+                if segments and segments[-1].kind == "slot":
+                    last = segments.pop()
+                    segments.append(Segment("slot", size=last.size + 1))
+                elif slot_at is not None:
+                    raise PtcliError(
+                        f"{where}: a second [MASK] run (the first is at {_position(source, slot_at)}); the label "
+                        "slot must be one run of adjacent masks, e.g. [MASK][MASK] with nothing between"
+                    )
+                else:
+                    slot_at = start
+                    segments.append(Segment("slot", size=1))
+            else:
+                name = tag[1:-1]
+                if name in seen_inputs:
+                    raise PtcliError(
+                        f"{where}: {tag} appears twice (first at {_position(source, seen_inputs[name])}); "
+                        "each input goes in exactly once"
+                    )
+                seen_inputs[name] = start
+                segments.append(Segment(name))
+            pos = match.end()
+        if pos < len(source):
+            segments.append(Segment("literal", source[pos:]))
+        if "text" not in seen_inputs:
+            raise PtcliError(f"{path}: the template has no <text>; put <text> where the input goes")
+        if slot_at is None:
+            raise PtcliError(f"{path}: the template has no [MASK]; put a [MASK] run where the label word goes")
+        return cls(source=source, segments=tuple(segments), path=path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Template:
+        p = Path(path)
+        if not p.is_file():
+            raise PtcliError(f"{p}: template file not found; pass a file such as templates/review_zh.txt")
+        try:
+            return cls.parse(p.read_text(encoding="utf-8-sig"), str(p))
+        except UnicodeDecodeError as e:
+            raise PtcliError(f"{p}: not UTF-8 (bad byte at offset {e.start}); save the template as UTF-8") from None
+
+
+class TemplateEncoder:
+    """Tokenizes rows through a template for one tokenizer; literal pieces are tokenized once and cached."""
+
+    def __init__(self, template: Template, tokenizer: Any, max_length: int, slot_length: int, n_special: int) -> None:
+        self.template = template
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.slot_length = slot_length
+        self.n_special = n_special
+        # Spaces right before an input or the slot belong to it: BPE tokenizers (RoBERTa, GPT-2, Qwen) encode
+        # " great" and "great" differently, and the word is what follows the space. Other whitespace (newlines,
+        # spaces before [P]) stays literal.
+        self._pieces: list[tuple[str, str | int]] = []  # (kind, literal text | input's space prefix | [P] index)
+        segments = template.segments
+        carry = ""
+        for i, seg in enumerate(segments):
+            nxt = segments[i + 1].kind if i + 1 < len(segments) else None
+            if seg.kind == "literal":
+                text = seg.text
+                if nxt in ("text", "text_b", "slot"):
+                    stripped = text.rstrip(" ")
+                    carry = text[len(stripped):]
+                    text = stripped
+                if text:
+                    self._pieces.append(("literal", text))
+                continue
+            if seg.kind == "prompt":
+                self._pieces.append(("prompt", seg.size))
+            elif seg.kind == "slot":
+                self._pieces.append(("slot", 0))
+            else:
+                self._pieces.append((seg.kind, carry))
+            carry = ""
+        self._literal_ids = {
+            text: self._tokenize(text) for kind, text in self._pieces if kind == "literal" and isinstance(text, str)
+        }
+        fixed = sum(len(v) for v in self._literal_ids.values()) + template.n_prompts
+        self.budget = max_length - n_special - slot_length - fixed
+        if self.budget < 1:
+            raise PtcliError(
+                f"{template.path}: the template alone needs {max_length - self.budget + 1} tokens with its label slot, "
+                f"more than --max-length {max_length}; shorten the template or raise --max-length"
+            )
+
+    def _tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _tokenize_many(self, texts: list[str], prefix: str) -> list[list[int]]:
+        if not texts:
+            return []
+        out = self.tokenizer([prefix + t for t in texts], add_special_tokens=False)["input_ids"]
+        return [list(x) for x in out]
+
+    def _fit(self, a: list[int], b: list[int]) -> tuple[list[int], list[int], bool]:
+        """Truncate the inputs, never the template: longest first, keeping each input's head."""
+        over = len(a) + len(b) - self.budget
+        if over <= 0:
+            return a, b, False
+        la, lb = len(a), len(b)
+        while la + lb > self.budget:
+            if la >= lb:
+                la -= 1
+            else:
+                lb -= 1
+        return a[:la], b[:lb], True
+
+    def encode(self, texts: list[str], texts_b: list[str] | None = None) -> list[Encoded]:
+        prefix = {kind: text for kind, text in self._pieces if kind in ("text", "text_b")}
+        ids_a = self._tokenize_many(texts, str(prefix.get("text", "")))
+        if self.template.has_text_b:
+            if texts_b is None:
+                raise PtcliError(f"{self.template.path}: the template has <text_b> but no second text column was given")
+            ids_b = self._tokenize_many(texts_b, str(prefix.get("text_b", "")))
+        else:
+            ids_b = [[] for _ in texts]
+        rows = []
+        for a, b in zip(ids_a, ids_b, strict=True):
+            a, b, truncated = self._fit(a, b)
+            before, after = Part(), Part()
+            side = before
+            for kind, value in self._pieces:
+                if kind == "slot":
+                    side = after
+                elif kind == "literal":
+                    side.add(self._literal_ids[str(value)])
+                elif kind == "prompt":
+                    side.add([PROMPT_ID], prompt=int(value))
+                else:
+                    side.add(a if kind == "text" else b)
+            rows.append(Encoded(before=before, after=after, truncated=truncated))
+        return rows

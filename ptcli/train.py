@@ -1,0 +1,309 @@
+"""Training: fit the prompt encoder on labeled rows with the backbone frozen, keep the best epoch on dev accuracy."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ptcli import __version__, artifact
+from ptcli.backbone import fingerprint, load_backbone
+from ptcli.card import model_card
+from ptcli.classifier import Classifier
+from ptcli.console import log, progress
+from ptcli.data import read_labeled
+from ptcli.encoder import ENCODERS, EncoderConfig, PromptEncoder
+from ptcli.errors import PtcliError, UsageError
+from ptcli.metrics import classification_report
+from ptcli.template import Encoded, Template
+from ptcli.verbalizer import Verbalizer
+
+
+@dataclass
+class TrainArgs:
+    data: Path  # labeled rows: .csv, .tsv or .jsonl
+    template: Path  # template file, e.g. templates/review_zh.txt
+    model: str = "bert-base-chinese"  # hub id, local directory or .gguf file
+    gguf_file: str | None = None  # GGUF file name inside `model` when that is a directory
+    verbalizer: Path | None = None  # JSON {"label": "word" | ["w1", "w2"]}; default: each label is its own word
+    dev: Path | None = None  # labeled rows for model selection; default: a stratified part of `data`
+    output: Path | None = None  # artifact directory; default ./ptcli-<data stem>
+    format: str | None = None  # csv|tsv|jsonl when the suffix does not say
+    text_col: str = "text"
+    text_b_col: str | None = None
+    label_col: str = "label"
+    encoder: str = "lstm"  # lstm (paper) | mlp | none
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 3e-3  # prompt encoder learning rate
+    backbone_lr: float = 1e-5  # only with tune_backbone
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # fraction of steps with linearly rising lr
+    max_grad_norm: float = 1.0
+    patience: int = 5  # epochs without dev gain before stopping
+    dev_fraction: float = 0.25  # share of each class held out when no --dev is given
+    seed: int = 42
+    device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16
+    max_length: int = 256
+    tune_backbone: bool = False
+    resume: Path | None = None  # artifact whose encoder to continue training
+
+    def recorded(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class TrainResult:
+    artifact: Path
+    labels: list[str]
+    n_train: int
+    n_dev: int
+    best_epoch: int
+    dev: dict[str, Any]
+    dev_untrained: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["artifact"] = str(self.artifact)
+        return d
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, dev) row indices: `fraction` of each class to dev, at least one when the class has two or more."""
+    rng = np.random.RandomState(seed)
+    train, dev = [], []
+    for label in sorted(set(labels)):
+        idx = [i for i, lab in enumerate(labels) if lab == label]
+        rng.shuffle(idx)
+        n_dev = 0 if len(idx) < 2 else min(len(idx) - 1, max(1, round(fraction * len(idx))))
+        dev += idx[:n_dev]
+        train += idx[n_dev:]
+    return sorted(train), sorted(dev)
+
+
+def _rows(clf: Classifier, df: pd.DataFrame, args: TrainArgs) -> list[Encoded]:
+    texts_b = df[args.text_b_col].tolist() if args.text_b_col else None
+    return clf.encode(df[args.text_col].tolist(), texts_b)
+
+
+def _evaluate(clf: Classifier, rows: list[Encoded], y: list[int], prompts: torch.Tensor, batch: int) -> dict[str, Any]:
+    probs = clf.predict_proba(rows, prompts, batch)
+    pred = probs.argmax(1).tolist()
+    report = classification_report(y, pred, clf.labels)
+    report["loss"] = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))))
+    return report
+
+
+def _load_data(args: TrainArgs, template: Template) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if template.has_text_b and not args.text_b_col:
+        raise UsageError(f"{template.path}: the template has <text_b>; name its column with --text-b-col")
+    if args.text_b_col and not template.has_text_b:
+        raise UsageError(f"--text-b-col {args.text_b_col}: the template {template.path} has no <text_b> to put it in")
+    df = read_labeled(args.data, args.text_col, args.label_col, args.text_b_col, args.format)
+    classes = sorted(set(df[args.label_col]))
+    if len(classes) < 2:
+        raise PtcliError(f"{args.data}: only one class ({classes[0]!r}) in column {args.label_col!r}; a classifier "
+                         "needs examples of at least two labels")
+    if args.dev is not None:
+        dev = read_labeled(args.dev, args.text_col, args.label_col, args.text_b_col, args.format)
+        unseen = sorted(set(dev[args.label_col]) - set(classes))
+        if unseen:
+            raise PtcliError(f"{args.dev}: label(s) {', '.join(map(repr, unseen))} do not occur in {args.data}; "
+                             f"the training labels are {', '.join(map(repr, classes))}")
+        return df, dev
+    train_idx, dev_idx = stratified_split(df[args.label_col].tolist(), args.dev_fraction, args.seed)
+    if not dev_idx:
+        raise PtcliError(f"{args.data}: too few rows to hold out a dev set; add rows or pass --dev FILE")
+    return df.iloc[train_idx], df.iloc[dev_idx]
+
+
+def _check_args(args: TrainArgs) -> None:
+    if args.encoder not in ENCODERS:
+        raise UsageError(f"--encoder {args.encoder!r}: choose one of {', '.join(ENCODERS)}")
+    for name in ("epochs", "batch_size", "max_length"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 < args.dev_fraction < 1:
+        raise UsageError("--dev-fraction must be between 0 and 1")
+    if args.lr <= 0:
+        raise UsageError("--lr must be positive")
+
+
+def train(args: TrainArgs) -> TrainResult:
+    started = time.perf_counter()
+    _check_args(args)
+    output = args.output or Path(f"ptcli-{args.data.stem}")
+    if output.exists() and not (output / artifact.META).is_file() and any(output.iterdir()):
+        raise PtcliError(f"{output}: exists and is not a ptcli artifact; choose another --output directory")
+    if not output.parent.exists():
+        raise PtcliError(f"{output}: the directory {output.parent} does not exist; create it first")
+    template = Template.load(args.template)
+    train_df, dev_df = _load_data(args, template)
+    classes = sorted(set(train_df[args.label_col]))
+    verbalizer = (Verbalizer.load(args.verbalizer, classes) if args.verbalizer else Verbalizer.default(classes))
+    resumed = artifact.load(args.resume) if args.resume else None
+
+    seed_everything(args.seed)
+    log(f"loading backbone {args.model}…")
+    backbone = load_backbone(args.model, args.device, args.precision, args.gguf_file, trainable=args.tune_backbone)
+    log(f"backbone: {backbone.info.model_type} ({backbone.kind}), hidden {backbone.hidden_size}, "
+        f"{backbone.device.type}, {str(backbone.dtype).removeprefix('torch.')}")
+    clf = Classifier.build(backbone, template, verbalizer, args.max_length, where=str(args.verbalizer or "labels"))
+    label_index = {label: i for i, label in enumerate(clf.labels)}
+    train_rows, dev_rows = _rows(clf, train_df, args), _rows(clf, dev_df, args)
+    y_train = [label_index[v] for v in train_df[args.label_col]]
+    y_dev = [label_index[v] for v in dev_df[args.label_col]]
+    n_cut = sum(r.truncated for r in train_rows + dev_rows)
+    if n_cut:
+        log(f"{n_cut} row(s) longer than --max-length {args.max_length}: their text was truncated")
+
+    seed_everything(args.seed)
+    config = EncoderConfig(kind=args.encoder, n_prompts=template.n_prompts, hidden_size=backbone.hidden_size)
+    encoder = PromptEncoder(config, init=_init_vectors(backbone, config, args.seed)).to(backbone.device)
+    if resumed is not None:
+        _check_resume(resumed, template, clf, backbone.info.fingerprint, config)
+        encoder.load_state_dict(resumed.encoder_state())
+    if template.n_prompts == 0:
+        log("the template has no [P]: nothing to train, the artifact scores the manual prompt as is")
+
+    params = [{"params": list(encoder.parameters()), "lr": args.lr, "weight_decay": args.weight_decay}]
+    if args.tune_backbone:
+        params.append({"params": [p for p in backbone.model.parameters() if p.requires_grad],
+                       "lr": args.backbone_lr, "weight_decay": args.weight_decay})
+    optimizer = torch.optim.AdamW(params)
+    steps_per_epoch = math.ceil(len(train_rows) / args.batch_size)
+    total = steps_per_epoch * args.epochs
+    warm = max(1, int(args.warmup * total))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    generator = torch.Generator().manual_seed(args.seed)
+
+    with torch.no_grad():
+        prompts = encoder()
+    untrained = _evaluate(clf, dev_rows, y_dev, prompts, args.batch_size)
+    log(f"dev accuracy before training: {untrained['accuracy']:.4f} ({len(dev_rows)} rows)")
+    best = (untrained["accuracy"], -untrained["loss"])
+    best_epoch, best_prompts = 0, prompts.detach().clone()
+    best_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+    best_report, history, stale = untrained, [], 0
+    y_tensor = torch.tensor(y_train, device=backbone.device)
+    try:
+        with progress() as bar:
+            task = bar.add_task("training", total=total if template.n_prompts or args.tune_backbone else 0)
+            for epoch in range(1, args.epochs + 1 if template.n_prompts or args.tune_backbone else 1):
+                t0 = time.perf_counter()
+                encoder.train()
+                backbone.train(args.tune_backbone)
+                order = torch.randperm(len(train_rows), generator=generator).tolist()
+                losses = []
+                for start in range(0, len(order), args.batch_size):
+                    idx = order[start : start + args.batch_size]
+                    logits = clf.logits([train_rows[i] for i in idx], encoder())
+                    loss = F.cross_entropy(logits, y_tensor[idx])
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], args.max_grad_norm)
+                    optimizer.step()
+                    schedule.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    losses.append(loss.item())
+                    bar.update(task, advance=1, description=f"epoch {epoch}/{args.epochs} loss {np.mean(losses):.4f}")
+                encoder.eval()
+                backbone.train(False)
+                with torch.no_grad():
+                    prompts = encoder()
+                report = _evaluate(clf, dev_rows, y_dev, prompts, args.batch_size)
+                seconds = time.perf_counter() - t0
+                history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_loss": report["loss"],
+                                "dev_accuracy": report["accuracy"], "seconds": seconds})
+                improved = (report["accuracy"], -report["loss"]) > best
+                log(f"epoch {epoch:>3}/{args.epochs}  loss {np.mean(losses):.4f}  dev acc {report['accuracy']:.4f}  "
+                    f"dev loss {report['loss']:.4f}  {seconds:.1f}s{'  *best' if improved else ''}")
+                if improved:
+                    best, best_epoch, best_report, stale = (report["accuracy"], -report["loss"]), epoch, report, 0
+                    best_prompts = prompts.detach().clone()
+                    best_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+                else:
+                    stale += 1
+                    if stale >= args.patience:
+                        log(f"no dev gain for {args.patience} epochs: stopping early")
+                        break
+    except KeyboardInterrupt:
+        raise PtcliError("interrupted: training stopped, no artifact was written", exit_code=130) from None
+
+    result = TrainResult(artifact=output, labels=clf.labels, n_train=len(train_rows), n_dev=len(dev_rows),
+                         best_epoch=best_epoch, dev=best_report, dev_untrained=untrained, history=history)
+    meta = _metadata(args, clf, config, result, train_df)
+    if args.tune_backbone:
+        meta["training"]["tuned_fingerprint"] = fingerprint(backbone.input_embeddings.weight)
+    extra = (lambda d: backbone.model.save_pretrained(d / artifact.BACKBONE_DIR, safe_serialization=True)
+             or backbone.tokenizer.save_pretrained(d / artifact.BACKBONE_DIR)) if args.tune_backbone else None
+    artifact.save(output, meta, best_prompts, best_state, model_card(meta), extra=extra)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _init_vectors(backbone: Any, config: EncoderConfig, seed: int) -> torch.Tensor | None:
+    """Plain prompt embeddings start as real token embeddings (random vocabulary rows); the LSTM keeps the paper's
+    N(0, 1) init, which its gates are scaled for."""
+    if config.kind == "lstm" or config.n_prompts == 0:
+        return None
+    weight = backbone.input_embeddings.weight
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(min(1000, weight.shape[0] - 1), weight.shape[0], (config.n_prompts,), generator=g)
+    return weight[ids.to(weight.device)].detach().float()
+
+
+def _check_resume(art: artifact.Artifact, template: Template, clf: Classifier, fp: str, config: EncoderConfig) -> None:
+    if art.meta["template"]["text"] != template.source:
+        raise PtcliError(f"--resume {art.path}: it was trained with another template; resume with the same one")
+    if art.labels != clf.labels:
+        raise PtcliError(f"--resume {art.path}: its labels {art.labels} differ from this data's {clf.labels}")
+    if art.meta["backbone"]["fingerprint"] != fp:
+        raise PtcliError(f"--resume {art.path}: it was trained on another backbone ({art.meta['backbone']['name']})")
+    if art.meta["encoder"] != config.to_dict():
+        raise PtcliError(f"--resume {art.path}: its encoder {art.meta['encoder']} differs from --encoder {config.kind}")
+
+
+def _metadata(args: TrainArgs, clf: Classifier, config: EncoderConfig, result: TrainResult,
+              train_df: pd.DataFrame) -> dict[str, Any]:
+    import transformers
+
+    counts = train_df[args.label_col].value_counts().to_dict()
+    return {
+        "ptcli_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "template": {"text": clf.template.source, "path": clf.template.path},
+        "labels": clf.labels,
+        "verbalizer": clf.verbalizer.to_dict(),
+        "word_ids": clf.word_ids,
+        "backbone": asdict(clf.backbone.info),
+        "encoder": config.to_dict(),
+        "training": {**args.recorded(), "n_train": result.n_train, "n_dev": result.n_dev,
+                     "train_counts": {str(k): int(v) for k, v in counts.items()}, "best_epoch": result.best_epoch,
+                     "precision": str(clf.backbone.dtype).removeprefix("torch."),
+                     "device": clf.backbone.device.type},
+        "seed": args.seed,
+        "columns": {"text": args.text_col, "text_b": args.text_b_col, "label": args.label_col},
+        "dev_metrics": result.dev,
+        "dev_metrics_untrained": result.dev_untrained,
+        "history": result.history,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }

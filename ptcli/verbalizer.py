@@ -1,0 +1,77 @@
+"""Label words: which vocabulary words stand for which label, and how their scores become label scores.
+
+A label may have several words. Each word is scored by the backbone (sum of its tokens' log-probabilities in the
+slot); a label's score is the log of the *mean probability* of its words (log-mean-exp), so a label with more words
+is not favoured just for having more of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ptcli.errors import PtcliError
+
+
+@dataclass
+class Verbalizer:
+    labels: list[str]
+    words: list[list[str]]  # words[i] are the label words of labels[i]
+
+    @classmethod
+    def default(cls, labels: list[str]) -> Verbalizer:
+        return cls(labels=list(labels), words=[[label] for label in labels])
+
+    @classmethod
+    def load(cls, path: str | Path, labels: list[str]) -> Verbalizer:
+        """Read `{"label": "word"}` or `{"label": ["w1", "w2"]}`; its order wins, restricted to the data's labels."""
+        p = Path(path)
+        if not p.is_file():
+            raise PtcliError(f'{p}: verbalizer file not found; pass a JSON file like {{"pos": "好", "neg": "差"}}')
+        try:
+            raw = json.loads(p.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError as e:
+            raise PtcliError(f"{p}: not UTF-8 (bad byte at offset {e.start}); save it as UTF-8") from None
+        except json.JSONDecodeError as e:
+            raise PtcliError(f"{p}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        if not isinstance(raw, dict) or not raw:
+            raise PtcliError(f"{p}: expected a JSON object mapping each label to a word or a list of words")
+        mapping: dict[str, list[str]] = {}
+        for key, value in raw.items():
+            words = [value] if isinstance(value, str) else value
+            if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
+                raise PtcliError(f"{p}: label {key!r} needs a non-empty word or a non-empty list of words")
+            mapping[str(key)] = [w.strip() for w in words]
+        missing = [label for label in labels if label not in mapping]
+        if missing:
+            raise PtcliError(
+                f"{p}: no label words for label(s) {', '.join(map(repr, missing))}; add them to the verbalizer "
+                f"(it has {', '.join(map(repr, mapping))})"
+            )
+        ordered = [k for k in mapping if k in set(labels)]
+        return cls(labels=ordered, words=[mapping[k] for k in ordered])
+
+    def flat(self) -> tuple[list[str], list[int]]:
+        """All words in one list, and the label index of each."""
+        words, owner = [], []
+        for i, ws in enumerate(self.words):
+            words.extend(ws)
+            owner.extend([i] * len(ws))
+        return words, owner
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {label: list(ws) for label, ws in zip(self.labels, self.words, strict=True)}
+
+
+def label_scores(word_scores: torch.Tensor, owner: list[int], n_labels: int) -> torch.Tensor:
+    """[B, W] word log-scores → [B, n_labels] label log-scores (log-mean-exp over each label's words)."""
+    owner_t = torch.tensor(owner, device=word_scores.device)
+    columns = []
+    for i in range(n_labels):
+        cols = word_scores[:, owner_t == i]
+        columns.append(torch.logsumexp(cols, dim=1) - math.log(cols.shape[1]))
+    return torch.stack(columns, dim=1)

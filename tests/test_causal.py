@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from ptcli.backbone import load_backbone
+from ptcli.classifier import Classifier
+from ptcli.console import err
+from ptcli.template import Template
+from ptcli.verbalizer import Verbalizer
+
+WORDS = {"a": "great", "b": "bad", "c": "terrible movie"}  # 1, 1 and 2 tokens
+TEXTS = ["the movie was great", "a boring film and bad plot really bad", "fun"]
+TEMPLATES = {
+    "end": "[P] <text> It was [MASK]",
+    "end_literal": "<text>\n[P][P] It was [MASK].",
+    "middle": "[P] It was [MASK]! [P]<text>",
+}
+
+
+def build(models, name, template):
+    bb = load_backbone(str(models[name]), device="cpu", precision="fp32")
+    verbalizer = Verbalizer(labels=list(WORDS), words=[[w] for w in WORDS.values()])
+    return bb, Classifier.build(bb, Template.parse(template), verbalizer, max_length=64, warn_template=False)
+
+
+def naive(bb, row, prompts, word):
+    """Full-sequence scoring without a cache: log P(word, after | before), one row, one word."""
+    head = bb.prefix_special or ([] if row.before.ids else [bb.start_id])
+    ids = head + row.before.ids + word + row.after.ids
+    pidx = [-1] * len(head) + row.before.prompt + [-1] * len(word) + row.after.prompt
+    ids_t, pidx_t = torch.tensor([ids]), torch.tensor(pidx)
+    embeds = bb.input_embeddings(ids_t.clamp(min=0))
+    embeds[0, pidx_t >= 0] = prompts[pidx_t[pidx_t >= 0]]
+    logp = bb.model(inputs_embeds=embeds).logits.log_softmax(-1)[0]
+    start = len(head) + len(row.before.ids)
+    total = 0.0
+    for pos in range(start, len(ids)):
+        if pidx[pos] < 0:
+            total += logp[pos - 1, ids[pos]]
+    return total
+
+
+@pytest.mark.parametrize("name", ["gpt2", "qwen2", "llama"])
+@pytest.mark.parametrize("where", list(TEMPLATES))
+def test_cached_scoring_equals_naive(models, name, where):
+    bb, clf = build(models, name, TEMPLATES[where])
+    prompts = torch.randn(clf.template.n_prompts, bb.hidden_size)
+    rows = clf.encode(TEXTS)
+    got = bb.score(rows, prompts, clf.word_ids)
+    for r, row in enumerate(rows):
+        for w, word in enumerate(clf.word_ids):
+            assert torch.allclose(got[r, w], torch.as_tensor(naive(bb, row, prompts, word)), atol=1e-4), (r, w)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "qwen2", "llama"])
+def test_batch_equals_one_by_one(models, name):
+    bb, clf = build(models, name, TEMPLATES["middle"])
+    prompts = torch.randn(clf.template.n_prompts, bb.hidden_size)
+    rows = clf.encode(TEXTS)  # different lengths: left padding in the prefix, right padding in continuations
+    batch = bb.score(rows, prompts, clf.word_ids)
+    single = torch.cat([bb.score([r], prompts, clf.word_ids) for r in rows])
+    assert torch.allclose(batch, single, atol=1e-5)
+
+
+def test_multi_token_words_are_summed_not_padded(models):
+    bb, clf = build(models, "gpt2", TEMPLATES["end"])
+    assert [len(w) for w in clf.word_ids] == [1, 1, 2]
+    rows = clf.encode(TEXTS[:1])
+    prompts = torch.zeros(1, bb.hidden_size)
+    alone = bb.score(rows, prompts, [clf.word_ids[2]])
+    together = bb.score(rows, prompts, clf.word_ids)
+    assert torch.allclose(alone[0, 0], together[0, 2], atol=1e-5)
+
+
+def test_gradient_flows_through_the_cache(models):
+    bb, clf = build(models, "qwen2", TEMPLATES["end"])
+    prompts = torch.randn(1, bb.hidden_size, requires_grad=True)
+    clf.logits(clf.encode(TEXTS), prompts).sum().backward()
+    assert prompts.grad.abs().sum() > 0
+
+
+def test_mlm_shaped_template_warns(models):
+    bb = load_backbone(str(models["gpt2"]), device="cpu", precision="fp32")
+    warnings = bb.template_warnings(Template.parse("[P][MASK][MASK]<text>"))
+    assert any("before <text>" in w for w in warnings) and any("2 [MASK]" in w for w in warnings)
+    assert bb.template_warnings(Template.parse("<text> It was [MASK]")) == []
+    with err.capture() as cap:
+        Classifier.build(bb, Template.parse("[MASK]<text>"), Verbalizer.default(["great", "bad"]), 64)
+    assert "before <text>" in cap.get()

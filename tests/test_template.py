@@ -1,0 +1,108 @@
+import pytest
+from transformers import AutoTokenizer
+
+from ptcli.errors import PtcliError
+from ptcli.template import PROMPT_ID, Template, TemplateEncoder
+
+
+def test_parse_segments_and_counts():
+    t = Template.parse("这是一条[P][P][MASK][MASK]评论:<text>\n")
+    assert [s.kind for s in t.segments] == ["literal", "prompt", "prompt", "slot", "literal", "text"]
+    assert t.n_prompts == 2 and t.mask_count == 2 and not t.has_text_b
+    assert t.source.endswith("<text>")  # the file's trailing newline is not part of the template
+
+
+def test_prompts_anywhere_and_text_b():
+    t = Template.parse("[P]<text>[P]？[MASK]，[P]<text_b>[P]")
+    assert t.n_prompts == 4 and t.has_text_b
+    assert [s.size for s in t.segments if s.kind == "prompt"] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("", "empty"),
+        ("   \n", "empty"),
+        ("[P][MASK]", "no <text>"),
+        ("<text> great", "no [MASK]"),
+        ("[MASK]<text>[MASK]", "line 1, column 13"),
+        ("[MASK] [MASK]<text>", "second [MASK] run"),
+        ("<text>\n[P][XYZ][MASK]", "line 2, column 4"),
+        ("<text>[p][MASK]", "unknown tag [p]"),
+        ("<text><text>[MASK]", "appears twice"),
+        ("<text_c><text>[MASK]", "unknown tag <text_c>"),
+    ],
+)
+def test_template_errors_name_the_problem_and_position(source, message):
+    with pytest.raises(PtcliError) as e:
+        Template.parse(source, "t.txt")
+    assert message in e.value.message and e.value.message.startswith("t.txt")
+
+
+def test_load_missing_and_non_utf8(tmp_path):
+    with pytest.raises(PtcliError, match="not found"):
+        Template.load(tmp_path / "nope.txt")
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"<text>[MASK]" + b"\xff")
+    with pytest.raises(PtcliError, match="offset 12"):
+        Template.load(bad)
+
+
+def test_without_prompts():
+    t = Template.parse("[P]<text>[P]总之很[MASK]").without_prompts()
+    assert t.n_prompts == 0 and t.source == "<text>总之很[MASK]"
+
+
+@pytest.fixture(scope="module")
+def bert_tok(models):
+    return AutoTokenizer.from_pretrained(models["bert"])
+
+
+def test_encode_splits_at_slot_and_marks_prompts(bert_tok):
+    t = Template.parse("这是[P][P][MASK]评论:<text>")
+    enc = TemplateEncoder(t, bert_tok, max_length=64, slot_length=1, n_special=2)
+    (row,) = enc.encode(["很好吃"])
+    assert row.before.prompt == [-1, -1, 0, 1]
+    assert row.before.ids[2:] == [PROMPT_ID, PROMPT_ID]
+    assert bert_tok.convert_ids_to_tokens(row.before.ids[:2]) == ["这", "是"]
+    assert bert_tok.convert_ids_to_tokens(row.after.ids) == ["评", "论", ":", "很", "好", "吃"]
+
+
+def test_truncates_text_never_template(bert_tok):
+    t = Template.parse("[P]这是[MASK][MASK]评论:<text>")
+    enc = TemplateEncoder(t, bert_tok, max_length=16, slot_length=2, n_special=2)
+    (row,) = enc.encode(["好" * 100])
+    assert row.truncated
+    assert len(row.before) + 2 + len(row.after) + 2 == 16
+    assert bert_tok.convert_ids_to_tokens(row.after.ids[:3]) == ["评", "论", ":"]
+
+
+def test_truncates_longest_input_first(bert_tok):
+    t = Template.parse("<text>[MASK]<text_b>")
+    enc = TemplateEncoder(t, bert_tok, max_length=13, slot_length=1, n_special=2)
+    (row,) = enc.encode(["好" * 20], ["差" * 4])
+    assert len(row.before) == 6 and len(row.after) == 4  # 10 tokens of budget: the long one gave way
+
+
+def test_template_longer_than_max_length(bert_tok):
+    t = Template.parse("这是一条很长很长的模板[MASK]<text>")
+    with pytest.raises(PtcliError, match="--max-length"):
+        TemplateEncoder(t, bert_tok, max_length=8, slot_length=1, n_special=2)
+
+
+def test_bpe_leading_space_goes_with_the_text(models):
+    tok = AutoTokenizer.from_pretrained(models["roberta"])
+    t = Template.parse("Review: <text> It was [MASK].")
+    assert t.space_before_slot
+    enc = TemplateEncoder(t, tok, max_length=64, slot_length=1, n_special=2)
+    (row,) = enc.encode(["great movie"])
+    tokens = tok.convert_ids_to_tokens(row.before.ids)
+    assert "Ġgreat" in tokens  # " great", as in running text, not "great"
+    assert tokens[-1] != "Ġ"  # no dangling space token before the slot
+
+
+def test_newline_before_prompt_is_kept(models):
+    tok = AutoTokenizer.from_pretrained(models["gpt2"])
+    enc = TemplateEncoder(Template.parse("<text>\n[P] It was [MASK]"), tok, 64, 1, 0)
+    (row,) = enc.encode(["fun"])
+    assert "Ċ" in tok.convert_ids_to_tokens([i for i in row.before.ids if i >= 0])
