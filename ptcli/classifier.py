@@ -6,6 +6,7 @@ encoded or scored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +55,10 @@ class Classifier:
         scores = self.backbone.score(rows, prompts, self.word_ids)
         return label_scores(scores, self.owner, len(self.labels))
 
-    def predict_proba(self, rows: list[Encoded], prompts: torch.Tensor | None, batch_size: int) -> np.ndarray:
-        """[N, n_labels] probabilities. Rows are batched longest-first so each batch pads to similar lengths."""
+    def predict_proba(self, rows: list[Encoded], prompts: torch.Tensor | None, batch_size: int,
+                      on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """[N, n_labels] probabilities. Rows are batched longest-first so each batch pads to similar lengths;
+        `on_batch(n)` is told after each batch of n rows (progress bars)."""
         order = sorted(range(len(rows)), key=lambda i: -(len(rows[i].before) + len(rows[i].after)))
         out = np.zeros((len(rows), len(self.labels)), dtype=np.float64)
         self.backbone.train(False)
@@ -64,6 +67,8 @@ class Classifier:
                 idx = order[start : start + batch_size]
                 logits = self.logits([rows[i] for i in idx], prompts)
                 out[idx] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+                if on_batch is not None:
+                    on_batch(len(idx))
         return out
 
     @classmethod

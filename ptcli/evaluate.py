@@ -8,6 +8,7 @@ from typing import Any
 
 from ptcli import artifact
 from ptcli.classifier import Classifier
+from ptcli.console import progress
 from ptcli.data import read_labeled
 from ptcli.errors import PtcliError
 from ptcli.metrics import classification_report
@@ -39,7 +40,9 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
                          f"({', '.join(map(repr, art.labels))})")
     clf, prompts = Classifier.from_artifact(art, args.device, args.precision, args.model)
     rows = clf.encode(df[text_col].tolist(), df[text_b_col].tolist() if text_b_col else None)
-    probs = clf.predict_proba(rows, prompts, args.batch_size)
+    with progress() as bar:
+        task = bar.add_task("evaluating", total=len(rows))
+        probs = clf.predict_proba(rows, prompts, args.batch_size, lambda n: bar.advance(task, n))
     index = {label: i for i, label in enumerate(clf.labels)}
     report = classification_report([index[v] for v in df[label_col]], probs.argmax(1).tolist(), clf.labels)
     report["data"] = str(args.data)

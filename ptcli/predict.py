@@ -10,15 +10,17 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ptcli import artifact
 from ptcli.classifier import Classifier
-from ptcli.console import log, warn
+from ptcli.console import progress, warn
 from ptcli.data import TableWriter, check_output_path, iter_table, require_columns, table_format
 from ptcli.errors import PtcliError
 
@@ -94,16 +96,13 @@ def predict(args: PredictArgs) -> PredictResult:
     rows = 0
     blank = 0
     try:
-        for chunk in _chain(first, chunks):
-            if len(chunk) == 0:
-                continue
-            texts = chunk[text_col].astype(str).tolist()
-            blank += sum(1 for t in texts if not t.strip())
-            texts_b = chunk[text_b_col].astype(str).tolist() if text_b_col else None
-            probs = clf.predict_proba(clf.encode(texts, texts_b), prompts, args.batch_size)
-            writer.write(output_columns(chunk, clf.labels, probs))
-            rows += len(chunk)
-            log(f"predicted {rows} rows")
+        with progress() as bar:
+            task = bar.add_task("predicting", total=None)
+            for chunk in _chain(first, chunks):
+                rows += _predict_chunk(clf, prompts, chunk, text_col, text_b_col, args.batch_size, writer,
+                                       lambda n: bar.advance(task, n))
+                blank += int((chunk[text_col].astype(str).str.strip() == "").sum())
+                bar.update(task, description=f"predicted {rows} rows")
         stream.flush()
         if tmp_path is not None:
             stream.close()
@@ -117,6 +116,17 @@ def predict(args: PredictArgs) -> PredictResult:
         warn(f"{args.input}: {blank} row(s) have an empty {text_col!r}; they were predicted from the template alone")
     return PredictResult(rows=rows, seconds=time.perf_counter() - started,
                          output=str(args.output) if args.output else "-", labels=clf.labels)
+
+
+def _predict_chunk(clf: Classifier, prompts: torch.Tensor, chunk: pd.DataFrame, text_col: str, text_b_col: str | None,
+                   batch_size: int, writer: TableWriter, on_batch: Callable[[int], None]) -> int:
+    if len(chunk) == 0:
+        return 0
+    texts = chunk[text_col].astype(str).tolist()
+    texts_b = chunk[text_b_col].astype(str).tolist() if text_b_col else None
+    probs = clf.predict_proba(clf.encode(texts, texts_b), prompts, batch_size, on_batch)
+    writer.write(output_columns(chunk, clf.labels, probs))
+    return len(chunk)
 
 
 def _chain(first: pd.DataFrame, rest: object) -> object:

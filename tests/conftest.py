@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 import synthetic  # noqa: E402
-import tiny  # noqa: E402
+import tiny  # noqa: E402  (also puts scripts/ on sys.path)
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +23,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 class _Lazy(dict):
-    builders = {
+    builders: ClassVar[dict] = {
         "bert": tiny.build_bert,
         "bert_other": lambda p: tiny.build_bert(p, seed=1),
         "roberta": tiny.build_roberta,

@@ -191,8 +191,7 @@ def test_train_bad_template_and_verbalizer(base, tmp_path):
 
 
 def test_train_bad_usage(base, tmp_path):
-    assert_clean_error(invoke(*replace(base, "--encoder", "gru") if "--encoder" in base else [*base, "--encoder", "gru"]),
-                       2, "--encoder")
+    assert_clean_error(invoke(*base, "--encoder", "gru"), 2, "--encoder")
     assert_clean_error(invoke(*replace(base, "-o", tmp_path / "missing" / "art")), 1, "does not exist")
     result = invoke(*replace(base, "--device", "cuda"))
     import torch
@@ -240,7 +239,8 @@ def test_predict_refuses_an_artifact_of_a_future_format(trained, tmp_path):
 
 
 def test_help_is_fast_and_lazy():
-    code = "import sys; from ptcli.cli import app; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    code = ("import sys; from ptcli.cli import app; "
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
     for command in ([], ["train"], ["predict"], ["eval"], ["export-prompts"]):
         result = invoke(*command, "--help")

@@ -46,7 +46,7 @@ def test_score_equals_full_model_logits(models, name):
 @pytest.mark.parametrize("name", list(CASES))
 def test_batch_equals_one_by_one(models, name):
     bb, clf, texts = build(models, name)
-    rows = clf.encode(texts + ["x"])
+    rows = clf.encode([*texts, "x"])
     prompts = torch.randn(clf.template.n_prompts, bb.hidden_size)
     batch = bb.score(rows, prompts, clf.word_ids)
     single = torch.cat([bb.score([r], prompts, clf.word_ids) for r in rows])
