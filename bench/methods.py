@@ -1,8 +1,8 @@
 """The methods compared on each (dataset, backbone, K, seed): every runner returns a flat dict of figures.
 
 All runners score the same test rows with the same backbone weights. A `Task` holds what they share: the frozen
-backbone (loaded once per dataset through ptcli, fp32 on CPU), the template and verbalizer, the test rows, and a
-cache of linear-probe test features (computed once per dataset, reused across K and seeds).
+backbone (loaded once per dataset through ptcli; fp32 on CPU by default), the template and verbalizer, the test
+rows, and a cache of linear-probe test features (computed once per dataset, reused across K and seeds).
 """
 
 from __future__ import annotations
@@ -27,6 +27,17 @@ from ptcli.verbalizer import Verbalizer
 MAX_LENGTH = 256  # ptcli's default --max-length; the probe and PEFT truncate to the same budget
 
 
+@dataclass
+class Runtime:
+    """Where every backbone runs; run.py sets it from --device/--precision. fp32: bf16 is ~100× slower on AVX2 CPUs."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
+
+
+RUNTIME = Runtime()
+
+
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
@@ -42,7 +53,6 @@ class Task:
     template_path: Path  # the P-tuning template (with [P])
     verbalizer_path: Path
     test: pd.DataFrame
-    precision: str = "fp32"
     _probe_test: np.ndarray | None = field(default=None, repr=False)
     probe_test_seconds: float = 0.0
 
@@ -94,16 +104,17 @@ def ptcli_ptuning(task: Task, train: pd.DataFrame, seed: int, epochs: int, batch
     """`ptcli.train.train` with its defaults (lr, batch, encoder, dev split, patience); only epochs, seed, device and
     precision are set. The trained prompts are then scored on the test rows with the already loaded backbone."""
     from ptcli import artifact
-    from ptcli.train import TrainArgs, train
+    from ptcli.train import TrainArgs
+    from ptcli.train import train as ptcli_train
 
     with tempfile.TemporaryDirectory(prefix="ptcli-bench-") as tmp:
         data = Path(tmp) / "train.csv"
         train.to_csv(data, index=False)
         args = TrainArgs(data=data, template=task.template_path, verbalizer=task.verbalizer_path,
                          model=str(task.gguf), output=Path(tmp) / "artifact", epochs=epochs, seed=seed,
-                         device="cpu", precision=task.precision)
+                         device=RUNTIME.device, precision=RUNTIME.precision)
         t0 = time.perf_counter()
-        result = train(args)
+        result = ptcli_train(args)
         wall = time.perf_counter() - t0
         art = artifact.load(result.artifact)
     clf, prompts = _classifier_from(art, task)
@@ -114,7 +125,7 @@ def ptcli_ptuning(task: Task, train: pd.DataFrame, seed: int, epochs: int, batch
             "n_train": result.n_train, "n_dev": result.n_dev, "best_epoch": result.best_epoch,
             "epochs_run": len(result.history), "dev_accuracy": result.dev["accuracy"],
             "lr": args.lr, "batch_size": args.batch_size, "encoder": args.encoder, "patience": args.patience,
-            "n_prompts": art.prompts.shape[0]}
+            "n_prompts": art.prompts.shape[0], "history": result.history}
 
 
 def _classifier_from(art: Any, task: Task) -> tuple[Classifier, torch.Tensor]:

@@ -94,21 +94,22 @@ class PeftPTuning:
                 for t, token in enumerate(w):
                     reads.append((seq, len(prefix) - 1 + t, token, r, j))
         ids, attn = self.backbone.to_tensor(seqs, self.backbone.pad_id)  # right-padded: PEFT ignores position_ids
-        keep = torch.zeros((len(seqs), self.m + ids.shape[1]), dtype=torch.bool)
+        dev = self.backbone.device
+        keep = torch.zeros((len(seqs), self.m + ids.shape[1]), dtype=torch.bool, device=dev)
         for s, p, _, _, _ in reads:
             keep[s, self.m + p] = True
         out = self.model(input_ids=ids, attention_mask=attn, logits_to_keep=keep)
         flat = out.logits.float()  # [n kept, V], row-major over (sequence, position)
         kept = keep.nonzero().tolist()
         where = {(s, p): i for i, (s, p) in enumerate(kept)}
-        rows_idx = torch.tensor([where[(s, self.m + p)] for s, p, _, _, _ in reads])
-        targets = torch.tensor([tok for _, _, tok, _, _ in reads])
+        rows_idx = torch.tensor([where[(s, self.m + p)] for s, p, _, _, _ in reads], device=dev)
+        targets = torch.tensor([tok for _, _, tok, _, _ in reads], device=dev)
         picked = flat[rows_idx]
         logp = picked.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(picked, dim=-1)
-        word_scores = torch.zeros(len(prefixes) * len(self.word_ids), dtype=logp.dtype)
-        slot = torch.tensor([r * len(self.word_ids) + j for _, _, _, r, j in reads])
+        word_scores = torch.zeros(len(prefixes) * len(self.word_ids), dtype=logp.dtype, device=dev)
+        slot = torch.tensor([r * len(self.word_ids) + j for _, _, _, r, j in reads], device=dev)
         word_scores = word_scores.index_add(0, slot, logp).view(len(prefixes), len(self.word_ids))
-        owner = torch.tensor(self.owner)
+        owner = torch.tensor(self.owner, device=dev)
         cols = []
         for i in range(len(self.verbalizer.labels)):
             ws = word_scores[:, owner == i]
@@ -122,7 +123,7 @@ class PeftPTuning:
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                out[idx] = torch.softmax(self.logits([prefixes[i] for i in idx]).double(), -1).numpy()
+                out[idx] = torch.softmax(self.logits([prefixes[i] for i in idx]).double(), -1).cpu().numpy()
         return out
 
     def step(self, prefixes: list[list[int]], y: torch.Tensor, optimizer: torch.optim.Optimizer,
@@ -173,7 +174,7 @@ def train_and_test(backbone: Backbone, manual: Template, verbalizer: Verbalizer,
         tr_idx, dev_idx = stratified_split(train["label"].tolist(), hp.dev_fraction, seed)
         tr, dev = train.iloc[tr_idx], train.iloc[dev_idx]
         x_tr, x_dev = pt.encode(tr["text"].tolist()), pt.encode(dev["text"].tolist())
-        y_tr = torch.tensor([index[v] for v in tr["label"]])
+        y_tr = torch.tensor([index[v] for v in tr["label"]], device=backbone.device)
         y_dev = [index[v] for v in dev["label"]]
 
         optimizer = pt.optimizer(hp)

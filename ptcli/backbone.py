@@ -219,6 +219,7 @@ def load_backbone(
     precision: str = "auto",
     gguf_file: str | None = None,
     trainable: bool = False,
+    revision: str | None = None,
 ) -> Backbone:
     """Load a backbone by hub id, local directory or GGUF file; frozen unless `trainable`."""
     from ptcli import causal, gguf, mlm
@@ -231,7 +232,7 @@ def load_backbone(
         path = Path(name) / gguf_file if gguf_file else Path(name)
         source, gguf_sha = gguf.converted(path)
         info_extra["gguf_file"] = path.name
-    model, tokenizer, config = _from_pretrained(source)
+    model, tokenizer, config = _from_pretrained(source, revision)
     kind = backbone_kind(config.model_type)
     hidden = int(model.get_input_embeddings().weight.shape[1])
     dtype = resolve_dtype(precision, torch_device, hidden)
@@ -256,14 +257,15 @@ def load_backbone(
     return cls(model, tokenizer, info, torch_device, dtype)
 
 
-def _from_pretrained(source: str) -> tuple[Any, Any, Any]:
+def _from_pretrained(source: str, revision: str | None = None) -> tuple[Any, Any, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
+    kw: dict[str, Any] = {"trust_remote_code": False, "revision": revision}
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(source, **kw)
         auto = AutoModelForMaskedLM if backbone_kind(config.model_type) == "mlm" else AutoModelForCausalLM
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-        model = auto.from_pretrained(source, trust_remote_code=False, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kw)
+        model = auto.from_pretrained(source, dtype=torch.float32, **kw)
     except PtcliError:
         raise
     except (OSError, ValueError) as e:

@@ -84,7 +84,9 @@ class Classifier:
             name = info["local_path"]
         if gguf_file and Path(name).name == gguf_file:
             gguf_file = None
-        backbone = load_backbone(name, device=device, precision=precision, gguf_file=gguf_file)
+        # A hub model is pinned to the commit it was trained on; a moved or tuned backbone is checked by fingerprint.
+        revision = info.get("revision") if name == info["name"] and art.tuned_backbone is None else None
+        backbone = load_backbone(name, device=device, precision=precision, gguf_file=gguf_file, revision=revision)
         expected = art.meta["training"].get("tuned_fingerprint") or info["fingerprint"]
         if info.get("gguf_sha256") and backbone.info.gguf_sha256 and backbone.info.gguf_sha256 != info["gguf_sha256"]:
             raise PtcliError(f"{art.path}: trained on the GGUF file with SHA-256 {info['gguf_sha256'][:16]}…, but "

@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--k", type=int, default=16, help="training examples per class")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--test-size", type=int, default=200, help="held-out rows to predict")
+    parser.add_argument("--test-size", type=int, default=150, help="held-out rows to predict")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--out", type=Path, default=ROOT / "demo-output")
     args = parser.parse_args()

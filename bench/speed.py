@@ -1,0 +1,246 @@
+"""Speed and memory: every ratio is computed from figures measured in the same process, on the same texts.
+
+- predict throughput: ptcli's `Classifier.predict_proba` (longest-first batches) vs the same rows in shuffled
+  batches vs a bare forward pass of the backbone over the raw texts (data order, padding to each batch's longest,
+  logits only at the last position); plus `ptcli predict` end to end as a subprocess (start, load, write included);
+- one training step of ptcli vs one of PEFT P-tuning: same backbone, batch, rows and label words;
+- peak RSS of `ptcli predict` on a small and a large input (tiny BERT built here, so it finishes in minutes);
+- `ptcli --help` wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from methods import MAX_LENGTH, log
+
+from ptcli.backbone import Backbone
+from ptcli.classifier import Classifier
+from ptcli.encoder import EncoderConfig, PromptEncoder
+from ptcli.template import Template
+from ptcli.verbalizer import Verbalizer
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _best(fn: Any, repeats: int) -> float:
+    """Fastest of `repeats` timed calls: the least disturbed by whatever else runs on the machine."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+# --- predict throughput -----------------------------------------------------------------------------------------
+
+def throughput(backbone: Backbone, template: Template, verbalizer: Verbalizer, texts: list[str], batch_size: int,
+               repeats: int, seed: int = 0) -> dict[str, Any]:
+    clf = Classifier.build(backbone, template, verbalizer, MAX_LENGTH, warn_template=False)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        prompts = PromptEncoder(EncoderConfig("lstm", template.n_prompts, backbone.hidden_size))().to(backbone.device)
+    rows = clf.encode(texts)
+    perm = np.random.RandomState(seed).permutation(len(rows)).tolist()
+
+    def ptcli_sorted() -> None:
+        clf.predict_proba(clf.encode(texts), prompts, batch_size)
+
+    def ptcli_shuffled() -> None:
+        # predict_proba minus its longest-first ordering: batches of randomly ordered rows.
+        encoded = clf.encode(texts)
+        backbone.train(False)
+        with torch.inference_mode():
+            for start in range(0, len(perm), batch_size):
+                torch.softmax(clf.logits([encoded[i] for i in perm[start : start + batch_size]], prompts), -1)
+
+    tok = backbone.tokenizer
+    raw = tok(texts, add_special_tokens=True, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+
+    def bare(order: list[int]) -> None:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                ids, attn = backbone.to_tensor([raw[i] for i in order[start : start + batch_size]], backbone.pad_id)
+                backbone.model(input_ids=ids, attention_mask=attn, logits_to_keep=1)
+
+    data_order = list(range(len(texts)))
+    longest_first = sorted(data_order, key=lambda i: -len(raw[i]))
+    ptcli_sorted()  # warm-up: first calls allocate
+    seconds = {
+        "ptcli_longest_first": _best(ptcli_sorted, repeats),
+        "ptcli_shuffled": _best(ptcli_shuffled, repeats),
+        "bare_forward_data_order": _best(lambda: bare(data_order), repeats),
+        "bare_forward_longest_first": _best(lambda: bare(longest_first), repeats),
+    }
+    rps = {k: len(texts) / v for k, v in seconds.items()}
+    template_tokens = float(np.mean([len(r.before) + len(r.after) for r in rows]))
+    return {
+        "rows": len(texts), "batch_size": batch_size, "repeats": repeats, "seconds": seconds, "rows_per_second": rps,
+        "mean_raw_tokens": float(np.mean([len(r) for r in raw])), "mean_template_tokens": template_tokens,
+        "n_label_words": len(clf.word_ids),
+        "overhead_vs_bare": rps["bare_forward_data_order"] / rps["ptcli_longest_first"],
+        "bucketing_gain": rps["ptcli_longest_first"] / rps["ptcli_shuffled"],
+    }
+
+
+def predict_cli(artifact: Path, texts: list[str], batch_size: int, threads: int | None, device: str, precision: str
+                ) -> dict[str, Any]:
+    """`ptcli predict` as a user runs it: a fresh process, the GGUF hashed and loaded, a CSV written."""
+    with tempfile.TemporaryDirectory(prefix="ptcli-bench-") as tmp:
+        src = Path(tmp) / "in.csv"
+        pd.DataFrame({"text": texts}).to_csv(src, index=False)
+        cmd = [str(BIN / "ptcli"), "-q", "predict", str(artifact), str(src), "-o", str(Path(tmp) / "out.csv"),
+               "--batch-size", str(batch_size), "--device", device, "--precision", precision]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env=_env(threads), stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - t0
+    return {"rows": len(texts), "seconds": seconds, "rows_per_second": len(texts) / seconds}
+
+
+# --- one training step ------------------------------------------------------------------------------------------
+
+def train_step(backbone: Backbone, template: Template, verbalizer: Verbalizer, texts: list[str], labels: list[str],
+               repeats: int) -> dict[str, Any]:
+    """Seconds per optimizer step, ptcli vs PEFT P-tuning, on the same batch (median of `repeats` after a warm-up)."""
+    from peft_ptuning import Hyper, PeftPTuning
+
+    index = {lab: i for i, lab in enumerate(verbalizer.labels)}
+    y = torch.tensor([index[v] for v in labels], device=backbone.device)
+    hp = Hyper(epochs=1)
+
+    clf = Classifier.build(backbone, template, verbalizer, MAX_LENGTH, warn_template=False)
+    rows = clf.encode(texts)
+    torch.manual_seed(0)
+    encoder = PromptEncoder(EncoderConfig("lstm", template.n_prompts, backbone.hidden_size)).to(backbone.device)
+    opt = torch.optim.AdamW(encoder.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+
+    def ptcli_step() -> None:
+        # The body of ptcli.train's inner loop.
+        encoder.train()
+        backbone.train(False)
+        loss = F.cross_entropy(clf.logits(rows, encoder()), y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(encoder.parameters()), hp.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    ptcli_times = _timed_steps(ptcli_step, repeats)
+    pt = PeftPTuning(backbone, template.without_prompts(), verbalizer, template.n_prompts, seed=0)
+    try:
+        prefixes = pt.encode(texts)
+        popt = pt.optimizer(hp)
+        peft_times = _timed_steps(lambda: pt.step(prefixes, y, popt, hp.max_grad_norm), repeats)
+        peft_params = pt.n_trainable()
+    finally:
+        pt.close()
+    ptcli_s, peft_s = statistics.median(ptcli_times), statistics.median(peft_times)
+    return {"batch_size": len(texts), "repeats": repeats, "ptcli_seconds": ptcli_s, "peft_seconds": peft_s,
+            "ptcli_all": ptcli_times, "peft_all": peft_times, "peft_over_ptcli": peft_s / ptcli_s,
+            "mean_template_tokens": float(np.mean([len(r.before) + len(r.after) for r in rows])),
+            "ptcli_trainable_params": sum(p.numel() for p in encoder.parameters()),
+            "peft_trainable_params": peft_params}
+
+
+def _timed_steps(step: Any, repeats: int) -> list[float]:
+    step()  # warm-up
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+# --- peak RSS of ptcli predict ----------------------------------------------------------------------------------
+
+def build_tiny_bert(directory: Path, hidden: int = 32, layers: int = 2) -> Path:
+    """A tiny random BERT with the real bert-base-chinese vocab (as tests/tiny.py builds it)."""
+    import fetch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_bytes(fetch.chinese_vocab().read_bytes())
+    config = BertConfig(vocab_size=21128, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=hidden * 2, max_position_embeddings=256)
+    config.save_pretrained(directory)
+    (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer",
+                                                                 "do_lower_case": True}))
+    torch.manual_seed(0)
+    BertForMaskedLM(config).save_pretrained(directory)
+    AutoTokenizer.from_pretrained(directory).save_pretrained(directory)
+    return directory
+
+
+def _env(threads: int | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+_RSS_WRAPPER = ("import json, resource, subprocess, sys, time; t = time.perf_counter(); "
+                "rc = subprocess.run(sys.argv[1:]).returncode; "
+                "print(json.dumps({'rc': rc, 'seconds': time.perf_counter() - t, "
+                "'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))")
+
+
+def peak_rss(workdir: Path, texts: list[str], sizes: list[int], threads: int | None) -> dict[str, Any]:
+    """Train a 1-epoch artifact on a tiny BERT, then `ptcli predict` inputs of each size in a fresh process whose
+    peak RSS (getrusage of its parent wrapper's children) is recorded."""
+    from ptcli.train import TrainArgs, train
+
+    bert = build_tiny_bert(workdir / "tiny-bert")
+    rng = random.Random(0)
+    train_df = pd.DataFrame({"text": texts[:32], "label": ["pos", "neg"] * 16})
+    train_df.to_csv(workdir / "tiny-train.csv", index=False)
+    art = workdir / "tiny-artifact"
+    train(TrainArgs(data=workdir / "tiny-train.csv", template=ROOT / "templates" / "review_zh.txt",
+                    verbalizer=ROOT / "templates" / "review_zh.verbalizer.json", model=str(bert), output=art,
+                    epochs=1, device="cpu", precision="fp32", seed=0))
+    out: dict[str, Any] = {"backbone": "tiny random BERT (hidden 32, 2 layers, bert-base-chinese vocab)",
+                           "runs": []}
+    for n in sizes:
+        src = workdir / f"rows-{n}.csv"
+        pd.DataFrame({"id": range(n), "text": [rng.choice(texts) for _ in range(n)]}).to_csv(src, index=False)
+        dst = workdir / f"pred-{n}.csv"
+        cmd = [sys.executable, "-c", _RSS_WRAPPER, str(BIN / "ptcli"), "-q", "predict", str(art), str(src),
+               "-o", str(dst), "--device", "cpu", "--precision", "fp32"]
+        log(f"peak RSS: ptcli predict on {n} rows…")
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=_env(threads))
+        res = json.loads(done.stdout.strip().splitlines()[-1])
+        if res["rc"] != 0:
+            raise RuntimeError(f"ptcli predict exited {res['rc']} on {n} rows")
+        out["runs"].append({"rows": n, "input_mb": src.stat().st_size / 2**20, "peak_rss_mb": res["maxrss_kb"] / 1024,
+                            "seconds": res["seconds"], "rows_per_second": n / res["seconds"]})
+        src.unlink()
+        dst.unlink()
+    first, last = out["runs"][0], out["runs"][-1]
+    out["rss_ratio"] = last["peak_rss_mb"] / first["peak_rss_mb"]
+    out["rows_ratio"] = last["rows"] / first["rows"]
+    return out
+
+
+# --- ptcli --help -----------------------------------------------------------------------------------------------
+
+def help_time(repeats: int) -> dict[str, Any]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([str(BIN / "ptcli"), "--help"], check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return {"repeats": repeats, "median_seconds": statistics.median(times), "min_seconds": min(times), "all": times}
