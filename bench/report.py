@@ -94,6 +94,26 @@ def _verdict(c: dict[str, Any] | None) -> str:
     return f"**loses to {SHORT[c['best_peer']]} by {-c['gap_pts']:.1f}**{within}"
 
 
+def _epochs(rs: list[dict[str, Any]]) -> str:
+    """The epoch each seed kept (0: the untrained prompts won on dev), for the methods that choose one."""
+    kept = [r["best_epoch"] for r in rs if r.get("best_epoch") is not None]
+    return ", ".join(map(str, kept)) if kept else "–"
+
+
+def selection_notes(data: dict[str, Any]) -> list[str]:
+    """How often model selection kept the untrained prompts: the dev split of a K-shot set is tiny."""
+    lines = []
+    for method in ("ptcli", "peft"):
+        rs = [r for r in data["runs"] if r["method"] == method and r.get("best_epoch") is not None]
+        zero = [r for r in rs if r["best_epoch"] == 0]
+        if zero:
+            dev = sorted({r["n_dev"] for r in zero})
+            lines.append(f"- {SHORT[method]} kept its **untrained** prompts (best epoch 0) in {len(zero)} of {len(rs)} "
+                         f"runs: on a dev split of {', '.join(map(str, dev))} rows the untrained prompts tied or beat "
+                         "every trained epoch.")
+    return ["### Model selection", "", *lines, ""] if lines else []
+
+
 def accuracy_section(data: dict[str, Any]) -> list[str]:
     meta = data["meta"]
     cmp = {(c["dataset"], c["backbone"], c["k"], c["metric"]): c for c in comparisons(data)}
@@ -108,9 +128,10 @@ def accuracy_section(data: dict[str, Any]) -> list[str]:
         any_run = g["zero_shot"] or next(iter(next(iter(g["by_k"].values())).values()))[0]
         n = any_run["n_test"]
         lines += [f"### {title} · {btitle}", "",
-                  f"{n} test rows: one accuracy is good to about ±{noise_pts(n):.1f} points (95%).", "",
-                  "| K/class | method | accuracy % | macro-F1 % | seeds | train s | predict s | verdict |",
-                  "|---:|---|---:|---:|---:|---:|---:|---|"]
+                  f"{n} test rows: one accuracy is good to about ±{noise_pts(n):.1f} points (95%). *best epoch*: "
+                  "the epoch each seed kept on its dev split (0 = the untrained prompts).", "",
+                  "| K/class | method | accuracy % | macro-F1 % | seeds | best epoch | train s | predict s | verdict |",
+                  "|---:|---|---:|---:|---:|---|---:|---:|---|"]
         ks = sorted(g["by_k"]) or [None]
         for k in ks:
             methods = _methods_at(g, k) if k is not None else {"zero_shot": [g["zero_shot"]]}
@@ -126,7 +147,7 @@ def accuracy_section(data: dict[str, Any]) -> list[str]:
                         verdict += f"; macro-F1: {_verdict(f1)}"
                 lines.append(
                     f"| {k if k is not None else '–'} | {NAMES[m]} | {_pct([r['accuracy'] for r in rs])} | "
-                    f"{_pct([r['macro_f1'] for r in rs])} | {len(rs)} | "
+                    f"{_pct([r['macro_f1'] for r in rs])} | {len(rs)} | {_epochs(rs)} | "
                     f"{_secs([r['train_seconds'] for r in rs]) if m != 'zero_shot' else '0'} | "
                     f"{_secs([r['predict_seconds'] for r in rs])} | {verdict} |")
         lines.append("")
@@ -140,7 +161,8 @@ def gaps_section(data: dict[str, Any]) -> list[str]:
     if not cs:
         return [*lines, "No ptcli run to compare yet.", ""]
     if not losses:
-        return [*lines, "None: ptcli P-tuning has the best mean on every dataset, backbone and K measured.", ""]
+        return [*lines, "None: ptcli P-tuning has the best mean on every dataset, backbone and K measured.", "",
+                *selection_notes(data)]
     lines.append("Largest first. *noise*: the ±95% half-width of one accuracy on this many test rows; a gap smaller "
                  "than it is not evidence either way.")
     lines.append("")
@@ -151,7 +173,7 @@ def gaps_section(data: dict[str, Any]) -> list[str]:
                      f"noise ±{c['noise_pts']:.1f}, {c['seeds']} seed(s))")
     wins = [c for c in cs if c["gap_pts"] >= 0]
     lines += ["", f"ptcli is best in {len(wins)} of {len(cs)} comparisons.", ""]
-    return lines
+    return lines + selection_notes(data)
 
 
 def speed_section(data: dict[str, Any]) -> list[str]:
@@ -185,6 +207,7 @@ def speed_section(data: dict[str, Any]) -> list[str]:
                          f"{v['overhead_vs_bare']:.2f}× the time of the bare forward, and longest-first batching "
                          f"makes it {v['bucketing_gain']:.2f}× faster than random batches.")
         lines.append("")
+    lines += scoring_lines(data)
     steps = [v for k, v in sp.items() if k.startswith("train_step/")]
     if steps:
         lines += ["### One training step (seconds, lower is better)", "",
@@ -208,13 +231,34 @@ def speed_section(data: dict[str, Any]) -> list[str]:
             lines.append(f"| {r['rows']:,} | {r['input_mb']:.1f} | {r['peak_rss_mb']:.0f} | {r['seconds']:.1f} | "
                          f"{r['rows_per_second']:.0f} |")
         flat = v["rss_ratio"] < 1.2
-        lines += ["", f"{v['rows_ratio']:.0f}× the rows → {v['rss_ratio']:.2f}× the peak RSS: "
+        first, last = v["runs"][0], v["runs"][-1]
+        lines += ["", f"{v['rows_ratio']:.0f}× the rows → {v['rss_ratio']:.2f}× the peak RSS "
+                  f"({last['peak_rss_mb'] - first['peak_rss_mb']:+.0f} MB; the input grew by "
+                  f"{last['input_mb'] - first['input_mb']:.0f} MB): "
                   + ("flat, streaming holds." if flat else "**not flat: memory grows with the input.**"), ""]
     if "help" in sp:
         v = sp["help"]
         lines += [f"### `ptcli --help`: {v['median_seconds']:.2f} s (median of {v['repeats']}, "
                   f"min {v['min_seconds']:.2f} s)", ""]
     return lines
+
+
+def scoring_lines(data: dict[str, Any]) -> list[str]:
+    """Test-set scoring time of ptcli vs PEFT from the accuracy runs: same rows, backbone, token ids and batch."""
+    out = []
+    for (dataset, backbone), g in _groups(data["runs"]).items():
+        mine = [r["predict_seconds"] for rs in g["by_k"].values() for r in rs.get("ptcli", [])]
+        peft = [r["predict_seconds"] for rs in g["by_k"].values() for r in rs.get("peft", [])]
+        if mine and peft:
+            ratio = float(np.mean(mine)) / float(np.mean(peft))
+            word = f"**{ratio:.2f}× the time of**" if ratio > 1 else f"{ratio:.2f}× the time of"
+            out.append(f"- {dataset} / {backbone}: scoring the test rows took ptcli {np.mean(mine):.0f} s, "
+                       f"PEFT {np.mean(peft):.0f} s (mean of {len(mine)}): ptcli takes {word} PEFT's single pass.")
+    if not out:
+        return []
+    return ["### Scoring the test rows: ptcli vs PEFT P-tuning", "",
+            "From the accuracy runs: same rows, backbone, token count and batch size (32), both longest-first.", "",
+            *out, ""]
 
 
 def header(data: dict[str, Any]) -> list[str]:
@@ -262,6 +306,8 @@ def setup_section(data: dict[str, Any]) -> list[str]:
                      f"({pe['trainable_params']:,} trainable parameters), virtual tokens prepended to the manual "
                      f"template; same label words scored by teacher forcing, same lr {pe['lr']}, batch "
                      f"{pe['batch_size']}, epochs, patience, dev split and seeds as ptcli.")
+    for dataset, t in meta.get("templates", {}).items():
+        lines.append(f"- template for {dataset}: `{t['template'].strip()!r}`, label words `{t['verbalizer'].strip()}`")
     lines += ["- **zero-shot**: ptcli's template without its [P], nothing trained.",
               "- **linear probe**: scikit-learn `LogisticRegression(C=1)` on standardized, mean-pooled last hidden "
               "states of the raw text (same frozen backbone), fit on all K-shot rows.",

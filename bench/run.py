@@ -395,7 +395,10 @@ def main(argv: list[str] | None = None) -> int:
                                                    else ["python", "bench/run.py", *argv]),
             "started": _now(), "machine": machine_info(), "versions": versions(), "git": git_state(),
             "plan": asdict(plan), "methods": args.methods, "datasets": DATASETS, "backbones": BACKBONES,
-            "precision": RUNTIME.precision, "device": RUNTIME.device}
+            "precision": RUNTIME.precision, "device": RUNTIME.device,
+            "templates": {d.dataset: {"template": template_paths(d.dataset)[0].read_text(encoding="utf-8"),
+                                      "verbalizer": template_paths(d.dataset)[1].read_text(encoding="utf-8")}
+                          for d in plan.datasets}}
     rec = Recorder(args.out, mode_name, meta)
     log(f"mode {mode_name}: results in {rec.json_path} and {rec.md_path}")
     backbones: dict[str, Any] = {}

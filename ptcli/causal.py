@@ -61,7 +61,7 @@ class CausalLM(Backbone):
         n_rows, n_words = len(rows), len(word_ids)
         # The prefix runs in two parts. Tokens before the first [P] cannot see the prompts (attention is causal),
         # so they run without autograd: training then back-propagates only through the short tail, ~2.5× cheaper
-        # for the usual "<text> … [P][P] … [MASK]" template. Both parts are left-padded so every row's prefix
+        # for templates of the form "<text> … [P][P] … [MASK]". Both parts are left-padded so every row's prefix
         # ends in the last column; pad holes in the middle are masked out and positions are explicit.
         static, dynamic, dynamic_p = [], [], []
         for row in rows:

@@ -75,6 +75,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress or logs on stderr")] = False,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch (default: torch's); lower it when sharing the CPU")
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
     ] = False,
@@ -82,6 +85,12 @@ def _main(
     from ptcli.console import set_quiet
 
     set_quiet(quiet)
+    if threads is not None:
+        if threads < 1:
+            raise typer.BadParameter("must be at least 1", param_hint="--threads")
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 @app.command(epilog="Example: ptcli train reviews.csv --template templates/review_zh.txt --verbalizer "

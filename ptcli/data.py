@@ -61,7 +61,9 @@ def _open_checked(path: Path, fmt: str | None) -> str:
     if path.is_dir():
         raise PtcliError(f"{path}: is a directory, expected a .csv, .tsv or .jsonl file")
     kind = table_format(path, fmt)
-    if path.stat().st_size == 0 or not path.read_bytes()[:65536].strip(b"\xef\xbb\xbf \t\r\n"):
+    with path.open("rb") as f:
+        head = f.read(65536)  # enough to tell an empty file; never the whole of a large input
+    if not head.strip(b"\xef\xbb\xbf \t\r\n"):
         raise PtcliError(f"{path}: the file is empty; it needs a header row and at least one data row")
     check_utf8(path)
     return kind

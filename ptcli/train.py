@@ -19,7 +19,7 @@ from ptcli import __version__, artifact
 from ptcli.backbone import fingerprint, load_backbone
 from ptcli.card import model_card
 from ptcli.classifier import Classifier
-from ptcli.console import log, progress
+from ptcli.console import log, progress, warn
 from ptcli.data import read_labeled
 from ptcli.encoder import ENCODERS, EncoderConfig, PromptEncoder
 from ptcli.errors import PtcliError, UsageError
@@ -248,6 +248,9 @@ def train(args: TrainArgs) -> TrainResult:
     except KeyboardInterrupt:
         raise PtcliError("interrupted: training stopped, no artifact was written", exit_code=130) from None
 
+    if best_epoch == 0 and (template.n_prompts or args.tune_backbone):
+        warn(f"no epoch beat the untrained prompts on the {len(dev_rows)} dev rows: the artifact keeps the untrained "
+             "prompts; add rows, pass a larger --dev, or raise --epochs")
     result = TrainResult(artifact=output, labels=clf.labels, n_train=len(train_rows), n_dev=len(dev_rows),
                          best_epoch=best_epoch, dev=best_report, dev_untrained=untrained, history=history)
     meta = _metadata(args, clf, config, result, train_df)
