@@ -114,7 +114,7 @@ def ptcli_ptuning(task: Task, train: pd.DataFrame, seed: int, epochs: int, batch
                          model=str(task.gguf), output=Path(tmp) / "artifact", epochs=epochs, seed=seed,
                          device=RUNTIME.device, precision=RUNTIME.precision)
         t0 = time.perf_counter()
-        result = ptcli_train(args)
+        result = ptcli_train(args, backbone=task.backbone)
         wall = time.perf_counter() - t0
         art = artifact.load(result.artifact)
     clf, prompts = _classifier_from(art, task)
@@ -129,16 +129,8 @@ def ptcli_ptuning(task: Task, train: pd.DataFrame, seed: int, epochs: int, batch
 
 
 def _classifier_from(art: Any, task: Task) -> tuple[Classifier, torch.Tensor]:
-    """What `Classifier.from_artifact` builds, on the backbone already in memory (after the same identity checks)."""
-    if art.meta["backbone"]["fingerprint"] != task.backbone.info.fingerprint:
-        raise RuntimeError(f"{art.path}: trained on another backbone than {task.backbone_name}")
-    template = Template.parse(art.meta["template"]["text"], art.meta["template"].get("path", "<template>"))
-    verbalizer = Verbalizer(labels=art.labels, words=[art.meta["verbalizer"][lab] for lab in art.labels])
-    clf = Classifier.build(task.backbone, template, verbalizer, int(art.meta["training"]["max_length"]),
-                           warn_template=False)
-    if clf.word_ids != art.meta["word_ids"]:
-        raise RuntimeError(f"{art.path}: label words tokenize differently from training time")
-    return clf, art.prompts.to(task.backbone.device)
+    """The artifact's classifier on the backbone already in memory (ptcli's own identity checks included)."""
+    return Classifier.for_artifact(art, task.backbone)
 
 
 # --- (4) linear probe -------------------------------------------------------------------------------------------

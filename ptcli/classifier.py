@@ -87,6 +87,13 @@ class Classifier:
         # A hub model is pinned to the commit it was trained on; a moved or tuned backbone is checked by fingerprint.
         revision = info.get("revision") if name == info["name"] and art.tuned_backbone is None else None
         backbone = load_backbone(name, device=device, precision=precision, gguf_file=gguf_file, revision=revision)
+        return cls.for_artifact(art, backbone)
+
+    @classmethod
+    def for_artifact(cls, art: Artifact, backbone: Backbone) -> tuple[Classifier, torch.Tensor]:
+        """The artifact's classifier on a backbone already loaded, after checking it is the one it was trained on."""
+        info = art.meta["backbone"]
+        name = backbone.info.name
         expected = art.meta["training"].get("tuned_fingerprint") or info["fingerprint"]
         if info.get("gguf_sha256") and backbone.info.gguf_sha256 and backbone.info.gguf_sha256 != info["gguf_sha256"]:
             raise PtcliError(f"{art.path}: trained on the GGUF file with SHA-256 {info['gguf_sha256'][:16]}…, but "

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ptcli import __version__, artifact
-from ptcli.backbone import fingerprint, load_backbone
+from ptcli.backbone import Backbone, fingerprint, load_backbone
 from ptcli.card import model_card
 from ptcli.classifier import Classifier
 from ptcli.console import log, progress, warn
@@ -147,7 +147,8 @@ def _check_args(args: TrainArgs) -> None:
         raise UsageError("--lr must be positive")
 
 
-def train(args: TrainArgs) -> TrainResult:
+def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
+    """Train and write the artifact. `backbone`: one already loaded (frozen) to reuse, e.g. across seeds."""
     started = time.perf_counter()
     _check_args(args)
     output = args.output or Path(f"ptcli-{args.data.stem}")
@@ -162,8 +163,11 @@ def train(args: TrainArgs) -> TrainResult:
     resumed = artifact.load(args.resume) if args.resume else None
 
     seed_everything(args.seed)
-    log(f"loading backbone {args.model}…")
-    backbone = load_backbone(args.model, args.device, args.precision, args.gguf_file, trainable=args.tune_backbone)
+    if backbone is None:
+        log(f"loading backbone {args.model}…")
+        backbone = load_backbone(args.model, args.device, args.precision, args.gguf_file, trainable=args.tune_backbone)
+    elif args.tune_backbone:
+        raise UsageError("--tune-backbone trains the backbone: let train() load its own copy")
     log(f"backbone: {backbone.info.model_type} ({backbone.kind}), hidden {backbone.hidden_size}, "
         f"{backbone.device.type}, {str(backbone.dtype).removeprefix('torch.')}")
     clf = Classifier.build(backbone, template, verbalizer, args.max_length, where=str(args.verbalizer or "labels"))

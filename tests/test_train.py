@@ -100,3 +100,13 @@ def test_tune_backbone_saves_the_backbone(models, review_files, tmp_path):
     assert art.meta["training"]["tuned_fingerprint"] != art.meta["backbone"]["fingerprint"]
     report = evaluate(EvalArgs(artifact=result.artifact, data=review_files["test"], device="cpu", precision="fp32"))
     assert report["n"] == 200
+
+
+def test_a_loaded_backbone_can_be_reused(models, review_files, tmp_path):
+    from ptcli.backbone import load_backbone
+
+    backbone = load_backbone(str(models["bert"]), device="cpu", precision="fp32")
+    a = train(args(review_files, models["bert"], tmp_path, output=tmp_path / "a", epochs=1))
+    b = train(args(review_files, models["bert"], tmp_path, output=tmp_path / "b", epochs=1), backbone=backbone)
+    pa, pb = (load_file(str(r.artifact / "prompts.safetensors"))["prompt_embeddings"] for r in (a, b))
+    assert torch.equal(pa, pb)
