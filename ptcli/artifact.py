@@ -93,6 +93,14 @@ def load(path: str | Path) -> Artifact:
     return Artifact(path=p, meta=meta, prompts=prompts)
 
 
+def check_target(target: Path) -> None:
+    """Refuse, before any work is done, an output that `save` could not write."""
+    if target.exists() and not (target / META).is_file() and (not target.is_dir() or any(target.iterdir())):
+        raise PtcliError(f"{target}: exists and is not a ptcli artifact; choose another --output directory")
+    if not target.parent.exists():
+        raise PtcliError(f"{target}: the directory {target.parent} does not exist; create it first")
+
+
 def save(
     target: Path,
     meta: dict[str, Any],
@@ -103,10 +111,7 @@ def save(
 ) -> Path:
     """Write the artifact next to `target` and rename it into place; replaces an older artifact at `target`."""
     target = Path(target)
-    if target.exists() and not (target / META).is_file() and any(target.iterdir()):
-        raise PtcliError(f"{target}: exists and is not a ptcli artifact; choose another --output directory")
-    if not target.parent.exists():
-        raise PtcliError(f"{target}: the directory {target.parent} does not exist; create it first")
+    check_target(target)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:

@@ -152,10 +152,7 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     started = time.perf_counter()
     _check_args(args)
     output = args.output or Path(f"ptcli-{args.data.stem}")
-    if output.exists() and not (output / artifact.META).is_file() and any(output.iterdir()):
-        raise PtcliError(f"{output}: exists and is not a ptcli artifact; choose another --output directory")
-    if not output.parent.exists():
-        raise PtcliError(f"{output}: the directory {output.parent} does not exist; create it first")
+    artifact.check_target(output)
     template = Template.load(args.template)
     train_df, dev_df = _load_data(args, template)
     classes = sorted(set(train_df[args.label_col]))

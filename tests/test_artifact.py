@@ -84,3 +84,10 @@ def test_damaged_artifacts_are_refused(tmp_path, damage):
 def test_not_a_directory(tmp_path):
     with pytest.raises(PtcliError, match="not an artifact directory"):
         artifact.load(tmp_path / "nope")
+
+
+def test_output_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "art").write_text("x")
+    with pytest.raises(PtcliError, match="not a ptcli artifact"):
+        save(tmp_path)
+    assert (tmp_path / "art").read_text() == "x"
