@@ -92,7 +92,8 @@ class CausalLM(Backbone):
             cache = None
             if sids.shape[1]:
                 with torch.no_grad():
-                    out = self.model(inputs_embeds=self.embed(sids, sids * 0 - 1, None), attention_mask=sattn,
+                    # no [P] here by construction: plain token embeddings
+                    out = self.model(inputs_embeds=self.input_embeddings(sids), attention_mask=sattn,
                                      position_ids=(sattn.cumsum(-1) - 1).clamp(min=0), use_cache=True,
                                      logits_to_keep=1)
                 cache = getattr(out, self._cache_arg)

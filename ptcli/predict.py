@@ -99,9 +99,10 @@ def predict(args: PredictArgs) -> PredictResult:
         with progress() as bar:
             task = bar.add_task("predicting", total=None)
             for chunk in _chain(first, chunks):
-                rows += _predict_chunk(clf, prompts, chunk, text_col, text_b_col, args.batch_size, writer,
-                                       lambda n: bar.advance(task, n))
-                blank += int((chunk[text_col].astype(str).str.strip() == "").sum())
+                n, n_blank = _predict_chunk(clf, prompts, chunk, text_col, text_b_col, args.batch_size, writer,
+                                            lambda k: bar.advance(task, k))
+                rows += n
+                blank += n_blank
                 bar.update(task, description=f"predicted {rows} rows")
         stream.flush()
         if tmp_path is not None:
@@ -119,14 +120,15 @@ def predict(args: PredictArgs) -> PredictResult:
 
 
 def _predict_chunk(clf: Classifier, prompts: torch.Tensor, chunk: pd.DataFrame, text_col: str, text_b_col: str | None,
-                   batch_size: int, writer: TableWriter, on_batch: Callable[[int], None]) -> int:
+                   batch_size: int, writer: TableWriter, on_batch: Callable[[int], None]) -> tuple[int, int]:
+    """Predict and write one chunk; returns (rows written, rows with blank text)."""
     if len(chunk) == 0:
-        return 0
+        return 0, 0
     texts = chunk[text_col].astype(str).tolist()
     texts_b = chunk[text_b_col].astype(str).tolist() if text_b_col else None
     probs = clf.predict_proba(clf.encode(texts, texts_b), prompts, batch_size, on_batch)
     writer.write(output_columns(chunk, clf.labels, probs))
-    return len(chunk)
+    return len(chunk), sum(1 for t in texts if not t.strip())
 
 
 def _chain(first: pd.DataFrame, rest: object) -> object:
