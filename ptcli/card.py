@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from string import Template as StringTemplate
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ptcli.artifact import Meta
 
 CARD = StringTemplate("""# ptcli prompt artifact
 
@@ -43,19 +46,19 @@ The prompts only work with the backbone they were trained on: ptcli checks its f
 """)
 
 
-def model_card(meta: dict[str, Any], path: str = "ARTIFACT") -> str:
-    training = meta["training"]
-    counts = training.get("train_counts", {})
-    rows = "\n".join(f"| {label} | {', '.join(meta['verbalizer'][label])} | {counts.get(label, 0)} |"
-                     for label in meta["labels"])
+def model_card(meta: Meta, path: str = "ARTIFACT") -> str:
+    training, args = meta.training, meta.training.args
+    rows = "\n".join(f"| {label} | {', '.join(meta.verbalizer[label])} | {training.train_counts.get(label, 0)} |"
+                     for label in meta.labels)
     return CARD.substitute(
-        version=meta["ptcli_version"], backbone=meta["backbone"]["name"], kind=meta["backbone"]["kind"],
-        tuned=", then tuned" if training.get("tune_backbone") else "", template=meta["template"]["text"],
-        n_prompts=meta["encoder"]["n_prompts"], encoder=meta["encoder"]["kind"], hidden=meta["encoder"]["hidden_size"],
-        label_rows=rows, n_train=training["n_train"], n_dev=training["n_dev"],
-        dev_source=training["dev"] or f"{training['dev_fraction']:.0%} of each class held out",
-        dev_acc=f"{meta['dev_metrics']['accuracy']:.4f}", dev_f1=f"{meta['dev_metrics']['macro_f1']:.4f}",
-        dev_acc0=f"{meta['dev_metrics_untrained']['accuracy']:.4f}", best_epoch=training["best_epoch"],
-        epochs=training["epochs"], seed=meta["seed"], lr=training["lr"], batch_size=training["batch_size"],
-        precision=training["precision"], path=path, fingerprint=meta["backbone"]["fingerprint"],
+        version=meta.ptcli_version, backbone=meta.backbone.name, kind=meta.backbone.kind,
+        tuned=", then tuned" if training.tune_backbone else "", template=meta.template.text,
+        n_prompts=meta.encoder.n_prompts, encoder=meta.encoder.kind, hidden=meta.encoder.hidden_size,
+        label_rows=rows, n_train=training.n_train, n_dev=training.n_dev,
+        dev_source=args.get("dev") or f"{args.get('dev_fraction', 0):.0%} of each class held out",
+        dev_acc=f"{meta.dev_metrics.accuracy:.4f}", dev_f1=f"{meta.dev_metrics.macro_f1:.4f}",
+        dev_acc0=f"{meta.dev_metrics_untrained.accuracy:.4f}", best_epoch=training.best_epoch,
+        epochs=args.get("epochs", "?"), seed=training.seed, lr=args.get("lr", "?"),
+        batch_size=args.get("batch_size", "?"), precision=training.precision, path=path,
+        fingerprint=meta.backbone.fingerprint,
     )

@@ -39,6 +39,12 @@ class Classifier:
         if warn_template:
             for message in backbone.template_warnings(template):
                 warn(message)
+        limit = position_limit(backbone.model)
+        if limit is not None and max_length > limit:
+            if warn_template:
+                warn(f"--max-length {max_length} is more than {backbone.info.name} can take ({limit} positions); "
+                     f"using {limit}")
+            max_length = limit
         slot = backbone.slot_length(template.mask_count, word_ids)
         encoder = TemplateEncoder(template, backbone.tokenizer, max_length, slot, backbone.n_special())
         return cls(backbone, template, verbalizer, word_ids, owner, encoder)
@@ -75,41 +81,56 @@ class Classifier:
     def from_artifact(cls, art: Artifact, device: str = "auto", precision: str = "auto",
                       model: str | None = None) -> tuple[Classifier, torch.Tensor]:
         """Rebuild the classifier an artifact was trained with, refusing a different backbone."""
-        info = art.meta["backbone"]
-        name = model or info["name"]
-        gguf_file = info.get("extra", {}).get("gguf_file") if model is None else None
+        info = art.meta.backbone
+        name = model or info.name
+        gguf_file = info.gguf_file if model is None else None
         if art.tuned_backbone is not None:
             name, gguf_file = str(art.tuned_backbone), None
-        elif model is None and info.get("local_path") and not Path(name).exists() and not info.get("gguf_sha256"):
-            name = info["local_path"]
+        elif model is None and info.local_path and not Path(name).exists() and not info.gguf_sha256:
+            name = info.local_path
         if gguf_file and Path(name).name == gguf_file:
             gguf_file = None
         # A hub model is pinned to the commit it was trained on; a moved or tuned backbone is checked by fingerprint.
-        revision = info.get("revision") if name == info["name"] and art.tuned_backbone is None else None
+        revision = info.revision if name == info.name and art.tuned_backbone is None else None
         backbone = load_backbone(name, device=device, precision=precision, gguf_file=gguf_file, revision=revision)
         return cls.for_artifact(art, backbone)
 
     @classmethod
     def for_artifact(cls, art: Artifact, backbone: Backbone) -> tuple[Classifier, torch.Tensor]:
         """The artifact's classifier on a backbone already loaded, after checking it is the one it was trained on."""
-        info = art.meta["backbone"]
+        info = art.meta.backbone
         name = backbone.info.name
-        expected = art.meta["training"].get("tuned_fingerprint") or info["fingerprint"]
-        if info.get("gguf_sha256") and backbone.info.gguf_sha256 and backbone.info.gguf_sha256 != info["gguf_sha256"]:
-            raise PtcliError(f"{art.path}: trained on the GGUF file with SHA-256 {info['gguf_sha256'][:16]}…, but "
+        expected = art.meta.training.tuned_fingerprint or info.fingerprint
+        if info.gguf_sha256 and backbone.info.gguf_sha256 and backbone.info.gguf_sha256 != info.gguf_sha256:
+            raise PtcliError(f"{art.path}: trained on the GGUF file with SHA-256 {info.gguf_sha256[:16]}…, but "
                              f"{name} is {backbone.info.gguf_sha256[:16]}…; pass the original file with --model")
         if backbone.info.fingerprint != expected:
-            raise PtcliError(f"{art.path}: trained on backbone {info['name']} (fingerprint {expected}), but {name} has "
+            raise PtcliError(f"{art.path}: trained on backbone {info.name} (fingerprint {expected}), but {name} has "
                              f"fingerprint {backbone.info.fingerprint}; these prompts only work with the original "
                              "backbone, pass it with --model")
-        template = Template.parse(art.meta["template"]["text"], art.meta["template"].get("path", "<template>"))
-        verbalizer = Verbalizer(labels=art.labels, words=[art.meta["verbalizer"][lab] for lab in art.labels])
-        clf = cls.build(backbone, template, verbalizer, int(art.meta["training"]["max_length"]),
-                        where=str(art.path), warn_template=False)
-        if clf.word_ids != art.meta["word_ids"]:
-            raise PtcliError(f"{art.path}: the label words tokenize differently with {name}'s tokenizer than at "
-                             "training time; use the tokenizer the artifact was trained with")
         if art.prompts.shape[1] != backbone.hidden_size:
             raise PtcliError(f"{art.path}: prompts are {art.prompts.shape[1]}-wide but {name} has hidden size "
                              f"{backbone.hidden_size}")
+        verbalizer = Verbalizer(labels=art.labels, words=art.meta.words())
+        clf = cls.build(backbone, art.meta.parsed_template(), verbalizer, art.meta.training.max_length,
+                        where=str(art.path), warn_template=False)
+        if clf.word_ids != art.meta.word_ids:
+            raise PtcliError(f"{art.path}: the label words tokenize differently with {name}'s tokenizer than at "
+                             "training time; use the tokenizer the artifact was trained with")
         return clf, art.prompts.to(backbone.device)
+
+
+# RoBERTa-style models number positions from padding_idx + 1, so two of their position embeddings are never used.
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer",
+                     "xmod", "roberta-prelayernorm", "mpnet", "ernie_m")
+
+
+def position_limit(model: object) -> int | None:
+    """How many token positions the model can embed, or None when it does not say (rotary models say too)."""
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not isinstance(limit, int) or limit < 1:
+        return None
+    if getattr(config, "model_type", "") in _OFFSET_POSITIONS:
+        limit -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return limit

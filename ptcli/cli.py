@@ -8,17 +8,75 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from ptcli import __version__
 
 T = TypeVar("T")
 
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (what `timeout`, schedulers and `kill` send) unwinds like Ctrl-C, so every temporary file and
+    directory is removed on the way out; the exit code is the shell's 128 + 15."""
+
+    exit_code = 143
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Group(TyperGroup):
+    """Usage errors (a missing option, `--epochs abc`, an unknown command) as the same one `error:` line as every
+    other error, instead of Click's boxed block."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        from ptcli.console import error
+
+        try:
+            with _sigterm_unwinds():
+                code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as e:
+            typer.echo(e.ctx.get_help())
+            code = 0
+        except click.ClickException as e:
+            where = getattr(getattr(e, "ctx", None), "command_path", None) or "ptcli"
+            error(f"{' '.join(e.format_message().split())} (see `{where} --help`)")
+            code = e.exit_code
+        except click.exceptions.Abort:
+            error("aborted")
+            code = 1
+        except KeyboardInterrupt as e:
+            error("interrupted")
+            code = getattr(e, "exit_code", 130)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="ptcli",
     help="Few-shot text classification with P-tuning: trainable prompt tokens around your text, a frozen language "
     "model fills the [MASK], label words map to labels.\n\n"
@@ -57,9 +115,9 @@ def _run(fn: Callable[[], T]) -> T:
     except PtcliError as e:
         error(e.message)
         raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         error("interrupted")
-        raise typer.Exit(130) from None
+        raise typer.Exit(getattr(e, "exit_code", 130)) from None
 
 
 def _print_json(obj: Any) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ptcli import artifact
+from ptcli.checks import check_batch_size
 from ptcli.classifier import Classifier
 from ptcli.console import progress
 from ptcli.data import read_labeled
@@ -29,10 +30,11 @@ class EvalArgs:
 
 
 def evaluate(args: EvalArgs) -> dict[str, Any]:
+    check_batch_size(args.batch_size)
     art = artifact.load(args.artifact)
-    cols = art.meta["columns"]
-    text_col, label_col = args.text_col or cols["text"], args.label_col or cols["label"]
-    text_b_col = args.text_b_col or cols.get("text_b")
+    cols = art.meta.columns
+    text_col, label_col = args.text_col or cols.text, args.label_col or cols.label
+    text_b_col = args.text_b_col or cols.text_b
     df = read_labeled(args.data, text_col, label_col, text_b_col, args.format)
     unknown = sorted(set(df[label_col]) - set(art.labels))
     if unknown:

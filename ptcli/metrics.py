@@ -1,32 +1,40 @@
-"""Classification metrics, computed by hand so ptcli needs no scikit-learn at run time."""
+"""Classification metrics, computed with numpy so ptcli needs no scikit-learn at run time."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+# A dense confusion matrix is n² cells: fine for a few hundred labels, gigabytes for 10,000 intents.
+MAX_CONFUSION_LABELS = 200
+
 
 def classification_report(y_true: list[int], y_pred: list[int], labels: list[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix (rows = true)."""
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and, up to MAX_CONFUSION_LABELS labels, the
+    confusion matrix (rows = true; None above that)."""
     n = len(labels)
-    confusion = [[0] * n for _ in range(n)]
-    for t, p in zip(y_true, y_pred, strict=True):
-        confusion[t][p] += 1
-    per_class = {}
-    f1s = []
-    for i, label in enumerate(labels):
-        tp = confusion[i][i]
-        predicted = sum(confusion[r][i] for r in range(n))
-        support = sum(confusion[i])
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[label] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-        f1s.append(f1)
-    total = len(y_true)
+    t = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(y_pred, dtype=np.int64)
+    if t.shape != p.shape:
+        raise ValueError("y_true and y_pred differ in length")
+    correct = t == p
+    tp = np.bincount(t[correct], minlength=n)
+    predicted = np.bincount(p, minlength=n)
+    support = np.bincount(t, minlength=n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
+        recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-300), 0.0)
+    per_class = {label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                         "support": int(support[i])} for i, label in enumerate(labels)}
+    confusion = None
+    if n <= MAX_CONFUSION_LABELS:
+        confusion = np.bincount(t * n + p, minlength=n * n).reshape(n, n).tolist()
     return {
-        "accuracy": sum(confusion[i][i] for i in range(n)) / total if total else 0.0,
-        "macro_f1": sum(f1s) / n if n else 0.0,
-        "n": total,
+        "accuracy": float(correct.mean()) if len(t) else 0.0,
+        "macro_f1": float(f1.mean()) if n else 0.0,
+        "n": len(t),
         "per_class": per_class,
         "labels": list(labels),
         "confusion": confusion,

@@ -6,9 +6,8 @@ beside the target and is renamed into place only when every row is written.
 
 from __future__ import annotations
 
-import os
+import contextlib
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +18,12 @@ import pandas as pd
 import torch
 
 from ptcli import artifact
+from ptcli.checks import check_batch_size
 from ptcli.classifier import Classifier
 from ptcli.console import progress, warn
-from ptcli.data import TableWriter, check_output_path, iter_table, require_columns, table_format
+from ptcli.data import TableWriter, iter_table, require_columns, table_format
 from ptcli.errors import PtcliError
+from ptcli.outputs import atomic_file, check_output_file
 
 ADDED = ("pred", "confidence")
 
@@ -67,15 +68,18 @@ def output_columns(df: pd.DataFrame, labels: list[str], probs: np.ndarray) -> pd
 
 def predict(args: PredictArgs) -> PredictResult:
     started = time.perf_counter()
+    check_batch_size(args.batch_size)
     art = artifact.load(args.artifact)
-    text_col = args.text_col or art.meta["columns"]["text"]
-    text_b_col = args.text_b_col or art.meta["columns"].get("text_b")
+    text_col = args.text_col or art.meta.columns.text
+    text_b_col = args.text_b_col or art.meta.columns.text_b
     if args.output is not None:
-        check_output_path(args.output)
+        check_output_file(args.output, reads=(args.input,), protected=(art.path,))
         out_fmt = table_format(args.output)
     else:
         out_fmt = "jsonl" if args.json else "csv"
-    chunks = iter_table(args.input, args.format, args.chunk_rows)
+    # Bound a chunk's [rows × labels] probabilities (10,000 intents × 4,096 rows would be 330 MB of float64).
+    chunk_rows = max(1, min(args.chunk_rows, 4_000_000 // len(art.labels)))
+    chunks = iter_table(args.input, args.format, chunk_rows)
     first = next(chunks)  # fails on an unreadable input before the backbone is loaded
     needed = {text_col: "--text-col", **({text_b_col: "--text-b-col"} if text_b_col else {})}
     require_columns(first, args.input, needed)
@@ -85,17 +89,10 @@ def predict(args: PredictArgs) -> PredictResult:
                          "them (is this a predictions file?)")
     clf, prompts = Classifier.from_artifact(art, args.device, args.precision, args.model)
 
-    tmp_path = None
-    if args.output is not None:
-        fd, name = tempfile.mkstemp(prefix=f".{args.output.name}.", suffix=".tmp", dir=args.output.parent)
-        stream = os.fdopen(fd, "w", encoding="utf-8", newline="")
-        tmp_path = Path(name)
-    else:
-        stream = sys.stdout
-    writer = TableWriter(stream, out_fmt)
-    rows = 0
-    blank = 0
-    try:
+    with contextlib.ExitStack() as stack:
+        stream = stack.enter_context(atomic_file(args.output)) if args.output is not None else sys.stdout
+        writer = TableWriter(stream, out_fmt)
+        rows = blank = 0
         with progress() as bar:
             task = bar.add_task("predicting", total=None)
             for chunk in _chain(first, chunks):
@@ -105,14 +102,6 @@ def predict(args: PredictArgs) -> PredictResult:
                 blank += n_blank
                 bar.update(task, description=f"predicted {rows} rows")
         stream.flush()
-        if tmp_path is not None:
-            stream.close()
-            os.replace(tmp_path, args.output)  # type: ignore[arg-type]
-    except BaseException:
-        if tmp_path is not None:
-            stream.close()
-            tmp_path.unlink(missing_ok=True)
-        raise
     if blank:
         warn(f"{args.input}: {blank} row(s) have an empty {text_col!r}; they were predicted from the template alone")
     return PredictResult(rows=rows, seconds=time.perf_counter() - started,
@@ -121,13 +110,21 @@ def predict(args: PredictArgs) -> PredictResult:
 
 def _predict_chunk(clf: Classifier, prompts: torch.Tensor, chunk: pd.DataFrame, text_col: str, text_b_col: str | None,
                    batch_size: int, writer: TableWriter, on_batch: Callable[[int], None]) -> tuple[int, int]:
-    """Predict and write one chunk; returns (rows written, rows with blank text)."""
-    if len(chunk) == 0:
-        return 0, 0
+    """Predict and write one chunk; returns (rows written, rows with blank text). An input with a header and no rows
+    still gets its header (with the added columns) written."""
     texts = chunk[text_col].astype(str).tolist()
     texts_b = chunk[text_b_col].astype(str).tolist() if text_b_col else None
-    probs = clf.predict_proba(clf.encode(texts, texts_b), prompts, batch_size, on_batch)
-    writer.write(output_columns(chunk, clf.labels, probs))
+    if texts:
+        probs = clf.predict_proba(clf.encode(texts, texts_b), prompts, batch_size, on_batch)
+    else:
+        probs = np.zeros((0, len(clf.labels)))
+    finite = np.isfinite(probs).all(axis=1)
+    if not finite.all():
+        bad = chunk.index[~finite][:5].tolist()
+        raise PtcliError(f"the backbone produced NaN or infinite scores for data row(s) {', '.join(map(str, bad))} "
+                         "(0-based); nothing was written. Try --precision fp32")
+    if texts or writer.header:
+        writer.write(output_columns(chunk, clf.labels, probs))
     return len(chunk), sum(1 for t in texts if not t.strip())
 
 

@@ -23,6 +23,9 @@ def print_report(report: dict[str, Any]) -> None:
         per_class.add_row(label, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
     out.print(per_class)
 
+    if report["confusion"] is None:
+        out.print(f"(no confusion matrix: {len(report['labels'])} labels)")
+        return
     confusion = Table(title="confusion matrix (rows: true, columns: predicted)")
     confusion.add_column("true \\ pred")
     for label in report["labels"]:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ptcli import __version__, artifact
 from ptcli.backbone import Backbone, fingerprint, load_backbone
 from ptcli.card import model_card
+from ptcli.checks import check_at_least, check_fraction, check_positive_finite, check_seed
 from ptcli.classifier import Classifier
 from ptcli.console import log, progress, warn
 from ptcli.data import read_labeled
@@ -105,10 +106,17 @@ def _rows(clf: Classifier, df: pd.DataFrame, args: TrainArgs) -> list[Encoded]:
 
 
 def _evaluate(clf: Classifier, rows: list[Encoded], y: list[int], prompts: torch.Tensor, batch: int) -> dict[str, Any]:
-    probs = clf.predict_proba(rows, prompts, batch)
-    pred = probs.argmax(1).tolist()
+    """Dev metrics and loss. Rows go through in slices so that [rows × labels] probabilities stay bounded however
+    many labels there are; only each row's argmax and gold probability are kept."""
+    step = max(batch, 4_000_000 // len(clf.labels))
+    pred: list[int] = []
+    gold: list[float] = []
+    for start in range(0, len(rows), step):
+        probs = clf.predict_proba(rows[start : start + step], prompts, batch)
+        pred += probs.argmax(1).tolist()
+        gold += probs[np.arange(len(probs)), y[start : start + step]].tolist()
     report = classification_report(y, pred, clf.labels)
-    report["loss"] = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))))
+    report["loss"] = float(-np.mean(np.log(np.clip(gold, 1e-12, 1.0))))
     return report
 
 
@@ -138,13 +146,15 @@ def _load_data(args: TrainArgs, template: Template) -> tuple[pd.DataFrame, pd.Da
 def _check_args(args: TrainArgs) -> None:
     if args.encoder not in ENCODERS:
         raise UsageError(f"--encoder {args.encoder!r}: choose one of {', '.join(ENCODERS)}")
-    for name in ("epochs", "batch_size", "max_length"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0 < args.dev_fraction < 1:
-        raise UsageError("--dev-fraction must be between 0 and 1")
-    if args.lr <= 0:
-        raise UsageError("--lr must be positive")
+    for name in ("epochs", "batch_size", "max_length", "patience"):
+        check_at_least(name, getattr(args, name))
+    check_fraction("dev_fraction", args.dev_fraction)
+    for name in ("lr", "backbone_lr", "max_grad_norm"):
+        check_positive_finite(name, getattr(args, name))
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0 and 0 <= args.warmup < 1):
+        raise UsageError(f"weight_decay {args.weight_decay} / warmup {args.warmup}: need weight_decay >= 0 and "
+                         "0 <= warmup < 1")
+    check_seed(args.seed)
 
 
 def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
@@ -174,7 +184,7 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     y_dev = [label_index[v] for v in dev_df[args.label_col]]
     n_cut = sum(r.truncated for r in train_rows + dev_rows)
     if n_cut:
-        log(f"{n_cut} row(s) longer than --max-length {args.max_length}: their text was truncated")
+        log(f"{n_cut} row(s) longer than {clf.encoder.max_length} tokens: their text was truncated")
 
     seed_everything(args.seed)
     config = EncoderConfig(kind=args.encoder, n_prompts=template.n_prompts, hidden_size=backbone.hidden_size)
@@ -219,6 +229,9 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
                     idx = order[start : start + args.batch_size]
                     logits = clf.logits([train_rows[i] for i in idx], encoder())
                     loss = F.cross_entropy(logits, y_tensor[idx])
+                    if not torch.isfinite(loss):
+                        raise PtcliError(f"training diverged: the loss is {loss.item()} in epoch {epoch}; lower --lr "
+                                         "or use --precision fp32")
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], args.max_grad_norm)
                     optimizer.step()
@@ -246,8 +259,9 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
                     if stale >= args.patience:
                         log(f"no dev gain for {args.patience} epochs: stopping early")
                         break
-    except KeyboardInterrupt:
-        raise PtcliError("interrupted: training stopped, no artifact was written", exit_code=130) from None
+    except KeyboardInterrupt as e:
+        raise PtcliError("interrupted: training stopped, no artifact was written",
+                         exit_code=getattr(e, "exit_code", 130)) from None
 
     if best_epoch == 0 and (template.n_prompts or args.tune_backbone):
         warn(f"no epoch beat the untrained prompts on the {len(dev_rows)} dev rows: the artifact keeps the untrained "
@@ -256,7 +270,7 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
                          best_epoch=best_epoch, dev=best_report, dev_untrained=untrained, history=history)
     meta = _metadata(args, clf, config, result, train_df)
     if args.tune_backbone:
-        meta["training"]["tuned_fingerprint"] = fingerprint(backbone.input_embeddings.weight)
+        meta.training.tuned_fingerprint = fingerprint(backbone.input_embeddings.weight)
     extra = (lambda d: backbone.model.save_pretrained(d / artifact.BACKBONE_DIR, safe_serialization=True)
              or backbone.tokenizer.save_pretrained(d / artifact.BACKBONE_DIR)) if args.tune_backbone else None
     artifact.save(output, meta, best_prompts, best_state, model_card(meta), extra=extra)
@@ -276,38 +290,42 @@ def _init_vectors(backbone: Any, config: EncoderConfig, seed: int) -> torch.Tens
 
 
 def _check_resume(art: artifact.Artifact, template: Template, clf: Classifier, fp: str, config: EncoderConfig) -> None:
-    if art.meta["template"]["text"] != template.source:
+    if art.meta.template.text != template.source:
         raise PtcliError(f"--resume {art.path}: it was trained with another template; resume with the same one")
     if art.labels != clf.labels:
         raise PtcliError(f"--resume {art.path}: its labels {art.labels} differ from this data's {clf.labels}")
-    if art.meta["backbone"]["fingerprint"] != fp:
-        raise PtcliError(f"--resume {art.path}: it was trained on another backbone ({art.meta['backbone']['name']})")
-    if art.meta["encoder"] != config.to_dict():
-        raise PtcliError(f"--resume {art.path}: its encoder {art.meta['encoder']} differs from --encoder {config.kind}")
+    if art.meta.backbone.fingerprint != fp:
+        raise PtcliError(f"--resume {art.path}: it was trained on another backbone ({art.meta.backbone.name})")
+    if art.meta.encoder != config:
+        raise PtcliError(f"--resume {art.path}: its encoder {art.meta.encoder} differs from --encoder {config.kind}")
 
 
 def _metadata(args: TrainArgs, clf: Classifier, config: EncoderConfig, result: TrainResult,
-              train_df: pd.DataFrame) -> dict[str, Any]:
+              train_df: pd.DataFrame) -> artifact.Meta:
     import transformers
 
     counts = train_df[args.label_col].value_counts().to_dict()
-    return {
-        "ptcli_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "template": {"text": clf.template.source, "path": clf.template.path},
-        "labels": clf.labels,
-        "verbalizer": clf.verbalizer.to_dict(),
-        "word_ids": clf.word_ids,
-        "backbone": asdict(clf.backbone.info),
-        "encoder": config.to_dict(),
-        "training": {**args.recorded(), "n_train": result.n_train, "n_dev": result.n_dev,
-                     "train_counts": {str(k): int(v) for k, v in counts.items()}, "best_epoch": result.best_epoch,
-                     "precision": str(clf.backbone.dtype).removeprefix("torch."),
-                     "device": clf.backbone.device.type},
-        "seed": args.seed,
-        "columns": {"text": args.text_col, "text_b": args.text_b_col, "label": args.label_col},
-        "dev_metrics": result.dev,
-        "dev_metrics_untrained": result.dev_untrained,
-        "history": result.history,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-    }
+    info = clf.backbone.info
+    return artifact.Meta(
+        ptcli_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        template=artifact.TemplateRecord(text=clf.template.source, path=clf.template.path),
+        labels=clf.labels,
+        verbalizer=clf.verbalizer.to_dict(),
+        word_ids=clf.word_ids,
+        backbone=artifact.BackboneRecord(
+            name=info.name, kind=info.kind, model_type=info.model_type, fingerprint=info.fingerprint,
+            revision=info.revision, local_path=info.local_path, gguf_sha256=info.gguf_sha256,
+            gguf_file=info.extra.get("gguf_file"), tokenizer=info.tokenizer),
+        encoder=config,
+        columns=artifact.Columns(text=args.text_col, text_b=args.text_b_col, label=args.label_col),
+        training=artifact.TrainingRecord(
+            max_length=clf.encoder.max_length, seed=args.seed, n_train=result.n_train, n_dev=result.n_dev,
+            best_epoch=result.best_epoch, precision=str(clf.backbone.dtype).removeprefix("torch."),
+            device=clf.backbone.device.type, tune_backbone=args.tune_backbone,
+            train_counts={str(k): int(v) for k, v in counts.items()}, args=args.recorded()),
+        dev_metrics=artifact.Metrics.from_report(result.dev),
+        dev_metrics_untrained=artifact.Metrics.from_report(result.dev_untrained),
+        history=[artifact.Epoch(**h) for h in result.history],
+        versions={"torch": torch.__version__, "transformers": transformers.__version__},
+    )

@@ -68,10 +68,16 @@ class Verbalizer:
 
 
 def label_scores(word_scores: torch.Tensor, owner: list[int], n_labels: int) -> torch.Tensor:
-    """[B, W] word log-scores → [B, n_labels] label log-scores (log-mean-exp over each label's words)."""
-    owner_t = torch.tensor(owner, device=word_scores.device)
-    columns = []
-    for i in range(n_labels):
-        cols = word_scores[:, owner_t == i]
-        columns.append(torch.logsumexp(cols, dim=1) - math.log(cols.shape[1]))
-    return torch.stack(columns, dim=1)
+    """[B, W] word log-scores → [B, n_labels] label log-scores (log-mean-exp over each label's words).
+
+    Grouped with scatter operations rather than a loop over labels, so 10,000 labels cost one pass, not 10,000.
+    """
+    if len(owner) == n_labels and owner == list(range(n_labels)):
+        return word_scores  # one word per label: log-mean-exp of one score is the score
+    index = torch.tensor(owner, device=word_scores.device).expand_as(word_scores)
+    # The per-label max only keeps exp() in range; it is a constant for the gradient.
+    peak = torch.full((word_scores.shape[0], n_labels), -math.inf, device=word_scores.device,
+                      dtype=word_scores.dtype).scatter_reduce(1, index, word_scores.detach(), "amax")
+    summed = torch.zeros_like(peak).scatter_add(1, index, torch.exp(word_scores - peak.gather(1, index)))
+    counts = torch.bincount(torch.tensor(owner, device=word_scores.device), minlength=n_labels)
+    return torch.log(summed) + peak - torch.log(counts.to(word_scores.dtype))

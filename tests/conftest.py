@@ -45,10 +45,10 @@ class _Lazy(dict):
 
 @pytest.fixture(scope="session")
 def pretrained_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny BERT (real Chinese vocab) given seconds of MLM pre-training on the anchored synthetic corpus."""
+    """A tiny BERT (real Chinese vocab) pre-trained until it knows the synthetic corpus's two anchors."""
     path = tmp_path_factory.mktemp("pretrained") / "bert"
     tiny.build_bert(path, hidden=64)
-    return synthetic.pretrain_bert(path, steps=300)
+    return synthetic.pretrain_bert(path)
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +62,31 @@ def review_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "template": d / "template.txt",
         "verbalizer": d / "verbalizer.json",
     }
+
+
+@pytest.fixture(scope="session")
+def learning_task(pretrained_bert: Path, review_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+                  ) -> dict[str, object]:
+    """The review task on the pre-trained BERT, with a training seed whose untrained prompts score at chance.
+
+    The model says 好 after any anchor but 总之, so prompts it does not recognise land at chance by construction;
+    the fixture checks that on the very evaluation `train` runs before its first epoch (a one-epoch probe per
+    seed), rather than assuming it, and the learning test re-checks it on its own run.
+    """
+    from ptcli.train import TrainArgs, train
+
+    d = tmp_path_factory.mktemp("learning")
+    seen = []
+    for seed in range(5):
+        probe = train(TrainArgs(data=review_files["train"], template=review_files["template"],
+                                model=str(pretrained_bert), verbalizer=review_files["verbalizer"],
+                                dev=review_files["test"], output=d / f"probe{seed}", device="cpu", precision="fp32",
+                                epochs=1, seed=seed))
+        seen.append(probe.dev_untrained["accuracy"])
+        if seen[-1] <= CHANCE:
+            return {**review_files, "model": pretrained_bert, "seed": seed}
+    raise AssertionError(f"fixture: untrained prompts score {seen} for seeds 0-4; the learning test needs a start "
+                         f"at chance (<= {CHANCE})")
+
+
+CHANCE = 0.55  # two balanced classes: 0.5, plus the odd row a near-constant prediction gets right

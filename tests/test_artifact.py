@@ -1,24 +1,36 @@
 import json
+import os
+import stat
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from ptcli import artifact
+from ptcli.encoder import EncoderConfig
 from ptcli.errors import PtcliError
 
-META = {
-    "template": {"text": "<text>[P][MASK]", "path": "t.txt"},
-    "labels": ["a", "b"],
-    "verbalizer": {"a": ["x"], "b": ["y"]},
-    "word_ids": [[1], [2]],
-    "backbone": {"name": "m", "fingerprint": "f"},
-    "encoder": {"kind": "lstm", "n_prompts": 2, "hidden_size": 4, "dropout": 0.0},
-    "training": {"max_length": 32},
-}
+
+def make_meta(**overrides):
+    fields = dict(
+        ptcli_version="0", created="2026-01-01T00:00:00+00:00",
+        template=artifact.TemplateRecord(text="<text>[P][P][MASK]", path="t.txt"),
+        labels=["a", "b"], verbalizer={"a": ["x"], "b": ["y"]}, word_ids=[[1], [2]],
+        backbone=artifact.BackboneRecord(name="m", kind="mlm", model_type="bert", fingerprint="f"),
+        encoder=EncoderConfig(kind="lstm", n_prompts=2, hidden_size=4),
+        columns=artifact.Columns(),
+        training=artifact.TrainingRecord(max_length=32, seed=0, n_train=4, n_dev=2, best_epoch=1, precision="float32",
+                                         device="cpu", args={"epochs": 3}),
+        dev_metrics=artifact.Metrics(accuracy=1.0, macro_f1=1.0, n=2, loss=0.1),
+        dev_metrics_untrained=artifact.Metrics(accuracy=0.5, macro_f1=0.33, n=2, loss=0.7),
+    )
+    fields.update(overrides)
+    return artifact.Meta(**fields)
 
 
-def save(tmp_path, name="art", **kw):
-    return artifact.save(tmp_path / name, META, torch.randn(2, 4), {"w": torch.ones(3)}, "# card\n", **kw)
+def save(tmp_path, name="art", prompts=None, **kw):
+    prompts = torch.randn(2, 4) if prompts is None else prompts
+    return artifact.save(tmp_path / name, make_meta(), prompts, {"w": torch.ones(3)}, "# card\n", **kw)
 
 
 def test_roundtrip(tmp_path):
@@ -91,3 +103,78 @@ def test_output_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(PtcliError, match="not a ptcli artifact"):
         save(tmp_path)
     assert (tmp_path / "art").read_text() == "x"
+
+
+def edit(path, change):
+    meta = json.loads((path / "ptcli.json").read_text())
+    change(meta)
+    (path / "ptcli.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda m: m["labels"].append("c"), "verbalizer: its labels differ"),
+    (lambda m: m.__setitem__("labels", "ab"), "field labels: input should be a valid array"),
+    (lambda m: m["training"].pop("max_length"), "field training.max_length: field required"),
+    (lambda m: m["encoder"].pop("n_prompts"), "encoder.n_prompts: 4, but the template has 2 [P]"),
+    (lambda m: m["encoder"].__setitem__("n_prompts", 3), "encoder.n_prompts: 3, but the template has 2 [P]"),
+    (lambda m: m["training"].__setitem__("max_length", "32"), "field training.max_length: input should be a valid int"),
+    (lambda m: m.__setitem__("labels", ["a", "a"]), "two or more distinct"),
+    (lambda m: m.__setitem__("word_ids", [[1]]), "word_ids: expected 2"),
+    (lambda m: m["template"].__setitem__("text", "no slot <text>"), "template.text"),
+    (lambda m: m["backbone"].__setitem__("kind", "seq2seq"), "backbone.kind"),
+    (lambda m: m.__setitem__("format_version", "2"), "not a version number"),
+    (lambda m: m.clear() or m.update(format="ptcli-artifact", format_version=2), "field required"),
+])
+def test_hand_edited_metadata_fails_in_one_line_naming_the_field(tmp_path, change, expected):
+    path = save(tmp_path)
+    edit(path, change)
+    with pytest.raises(artifact.PtcliError) as e:
+        artifact.load(path)
+    assert expected in e.value.message and "\n" not in e.value.message, e.value.message
+    assert str(path / "ptcli.json") in e.value.message or "prompts" in e.value.message
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_prompts_are_refused_at_load(tmp_path, bad):
+    path = save(tmp_path)
+    prompts = torch.randn(2, 4)
+    prompts[1, 2] = bad
+    save_file({"prompt_embeddings": prompts}, str(path / "prompts.safetensors"))
+    with pytest.raises(PtcliError, match="NaN or infinity"):
+        artifact.load(path)
+
+
+def test_wrong_prompt_shape_is_refused(tmp_path):
+    path = save(tmp_path)
+    save_file({"prompt_embeddings": torch.randn(3, 4)}, str(path / "prompts.safetensors"))
+    with pytest.raises(PtcliError, match=r"shape \[2, 4\], found \[3, 4\]"):
+        artifact.load(path)
+
+
+def test_format_1_artifacts_are_upgraded_on_load(tmp_path):
+    path = save(tmp_path)
+    meta = json.loads((path / "ptcli.json").read_text())
+    training = meta["training"]
+    v1 = {**meta, "format_version": 1, "seed": training["seed"],
+          "training": {**training.pop("args"), **{k: v for k, v in training.items() if k != "seed"}},
+          "backbone": {**{k: v for k, v in meta["backbone"].items() if k != "gguf_file"},
+                       "extra": {"gguf_file": "m.gguf"}}}
+    (path / "ptcli.json").write_text(json.dumps(v1), encoding="utf-8")
+    art = artifact.load(path)
+    assert art.meta.training.max_length == 32 and art.meta.training.args == {"epochs": 3}
+    assert art.meta.backbone.gguf_file == "m.gguf" and art.meta.training.seed == 0
+
+
+def test_metadata_is_small_whatever_the_number_of_labels():
+    report = {"accuracy": 0.5, "macro_f1": 0.5, "n": 10, "per_class": {str(i): {} for i in range(1000)}}
+    assert artifact.Metrics.from_report(report).per_class is None
+
+
+def test_artifact_is_readable_per_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = save(tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    assert stat.S_IMODE((path / "ptcli.json").stat().st_mode) == 0o644
