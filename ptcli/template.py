@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ptcli.data import read_text
 from ptcli.errors import PtcliError
 
 TAG = re.compile(r"\[[^\[\]\s]{1,20}\]|<text[A-Za-z0-9_]*>")
@@ -53,6 +54,15 @@ class Encoded:
     truncated: bool = False
 
 
+TAG_TEXT = {"prompt": "[P]", "slot": "[MASK]", "text": "<text>", "text_b": "<text_b>"}
+
+
+def render(segments: tuple[Segment, ...] | list[Segment]) -> str:
+    """The template text the segments were parsed from."""
+    return "".join(s.text if s.kind == "literal" else TAG_TEXT[s.kind] * (s.size if s.kind == "slot" else 1)
+                   for s in segments)
+
+
 def _position(source: str, offset: int) -> str:
     line = source.count("\n", 0, offset) + 1
     col = offset - (source.rfind("\n", 0, offset) + 1) + 1
@@ -85,9 +95,9 @@ class Template:
 
     def without_prompts(self) -> Template:
         """The same template with every [P] removed: the manual prompt used for zero-shot scoring."""
-        kept = [s for s in self.segments if s.kind != "prompt"]
-        source = self.source.replace("[P]", "")
-        return Template(source=source, segments=tuple(kept), path=self.path)
+        kept = tuple(s for s in self.segments if s.kind != "prompt")
+        # Rendered from the segments: replacing "[P]" in the source text could also hit a literal "[" + "[P]".
+        return Template(source=render(kept), segments=kept, path=self.path)
 
     def slot_index(self) -> int:
         return next(i for i, s in enumerate(self.segments) if s.kind == "slot")
@@ -147,13 +157,7 @@ class Template:
 
     @classmethod
     def load(cls, path: str | Path) -> Template:
-        p = Path(path)
-        if not p.is_file():
-            raise PtcliError(f"{p}: template file not found; pass a file such as templates/review_zh.txt")
-        try:
-            return cls.parse(p.read_text(encoding="utf-8-sig"), str(p))
-        except UnicodeDecodeError as e:
-            raise PtcliError(f"{p}: not UTF-8 (bad byte at offset {e.start}); save the template as UTF-8") from None
+        return cls.parse(read_text(path, "a template file such as templates/review_zh.txt"), str(path))
 
 
 class TemplateEncoder:

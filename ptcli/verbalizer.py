@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ptcli.data import UNWRITABLE, RepeatedKey, load_json, read_text
 from ptcli.errors import PtcliError
 
 
@@ -30,22 +31,7 @@ class Verbalizer:
     def load(cls, path: str | Path, labels: list[str]) -> Verbalizer:
         """Read `{"label": "word"}` or `{"label": ["w1", "w2"]}`; its order wins, restricted to the data's labels."""
         p = Path(path)
-        if not p.is_file():
-            raise PtcliError(f'{p}: verbalizer file not found; pass a JSON file like {{"pos": "好", "neg": "差"}}')
-        try:
-            raw = json.loads(p.read_text(encoding="utf-8-sig"))
-        except UnicodeDecodeError as e:
-            raise PtcliError(f"{p}: not UTF-8 (bad byte at offset {e.start}); save it as UTF-8") from None
-        except json.JSONDecodeError as e:
-            raise PtcliError(f"{p}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-        if not isinstance(raw, dict) or not raw:
-            raise PtcliError(f"{p}: expected a JSON object mapping each label to a word or a list of words")
-        mapping: dict[str, list[str]] = {}
-        for key, value in raw.items():
-            words = [value] if isinstance(value, str) else value
-            if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
-                raise PtcliError(f"{p}: label {key!r} needs a non-empty word or a non-empty list of words")
-            mapping[str(key)] = [w.strip() for w in words]
+        mapping = _read_mapping(p)
         missing = [label for label in labels if label not in mapping]
         if missing:
             raise PtcliError(
@@ -65,6 +51,40 @@ class Verbalizer:
 
     def to_dict(self) -> dict[str, list[str]]:
         return {label: list(ws) for label, ws in zip(self.labels, self.words, strict=True)}
+
+
+def _read_mapping(p: Path) -> dict[str, list[str]]:
+    """The file's label → words, each word stripped, with one-line errors for anything that cannot work."""
+    text = read_text(p, 'a JSON file like {"pos": "好", "neg": "差"}')
+    try:
+        raw = load_json(text)
+    except json.JSONDecodeError as e:
+        raise PtcliError(f"{p}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except RepeatedKey as e:
+        raise PtcliError(f"{p}: key {e.key!r} appears twice in one object; list each label once") from None
+    except (RecursionError, ValueError) as e:
+        raise PtcliError(f"{p}: cannot read this JSON ({type(e).__name__}); write one object of labels") from None
+    if not isinstance(raw, dict) or not raw:
+        raise PtcliError(f"{p}: expected a JSON object mapping each label to a word or a list of words")
+    mapping: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}  # word → the label that has it: one word cannot stand for two labels
+    for key, value in raw.items():
+        words = [value] if isinstance(value, str) else value
+        if not key.strip():
+            raise PtcliError(f"{p}: a label with no name ({key!r}); use the labels of your data")
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
+            raise PtcliError(f"{p}: label {key!r} needs a non-empty word or a non-empty list of words")
+        mapping[key] = [w.strip() for w in words]
+        for word in mapping[key]:
+            if UNWRITABLE.search(word):
+                raise PtcliError(f"{p}: label {key!r} has the word {word!r} with a NUL or an unpaired surrogate "
+                                 "escape; write the word itself")
+            if word in owner:
+                where = (f"twice under label {key!r}" if owner[word] == key
+                         else f"under both {owner[word]!r} and {key!r}")
+                raise PtcliError(f"{p}: the word {word!r} is listed {where}; each word may stand for one label, once")
+            owner[word] = key
+    return mapping
 
 
 def label_scores(word_scores: torch.Tensor, owner: list[int], n_labels: int) -> torch.Tensor:

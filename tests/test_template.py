@@ -1,8 +1,12 @@
+import os
+import threading
+from pathlib import Path
+
 import pytest
 from transformers import AutoTokenizer
 
 from ptcli.errors import PtcliError
-from ptcli.template import PROMPT_ID, Template, TemplateEncoder
+from ptcli.template import PROMPT_ID, Template, TemplateEncoder, render
 
 
 def test_parse_segments_and_counts():
@@ -40,8 +44,10 @@ def test_template_errors_name_the_problem_and_position(source, message):
 
 
 def test_load_missing_and_non_utf8(tmp_path):
-    with pytest.raises(PtcliError, match="not found"):
+    with pytest.raises(PtcliError, match=r"nope\.txt: no such file; expected a template file"):
         Template.load(tmp_path / "nope.txt")
+    with pytest.raises(PtcliError, match="is a directory"):
+        Template.load(tmp_path)
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"<text>[MASK]" + b"\xff")
     with pytest.raises(PtcliError, match="offset 12"):
@@ -51,6 +57,44 @@ def test_load_missing_and_non_utf8(tmp_path):
 def test_without_prompts():
     t = Template.parse("[P]<text>[P]总之很[MASK]").without_prompts()
     assert t.n_prompts == 0 and t.source == "<text>总之很[MASK]"
+    # the source is rebuilt from the segments, not by deleting "[P]" from the text
+    t = Template.parse("<text>[[P]MASK] is [MASK]").without_prompts()
+    assert t.source == render(t.segments) == "<text>[MASK] is [MASK]"
+    assert [s.kind for s in t.segments] == ["text", "literal", "literal", "slot"]
+
+
+def test_render_gives_back_the_source():
+    src = "前 [P]<text>\n[P][P]问：<text_b>答[MASK][MASK]。"
+    t = Template.parse(src)
+    assert render(t.segments) == t.source == src
+
+
+def test_load_permission_denied_and_other_os_errors(tmp_path, monkeypatch):
+    p = tmp_path / "t.txt"
+    p.write_text("<text>[MASK]", encoding="utf-8")
+    for error, message in [(PermissionError(13, "Permission denied"), "permission denied"),
+                           (OSError(5, "Input/output error"), r"cannot read it \(Input/output error\)")]:
+        def fail(self, error=error):
+            raise error
+
+        monkeypatch.setattr(Path, "read_bytes", fail)
+        with pytest.raises(PtcliError, match=message) as e:
+            Template.load(p)
+        assert e.value.message.startswith(str(p))
+
+
+def test_load_from_a_fifo(tmp_path):
+    fifo = tmp_path / "t.txt"
+    os.mkfifo(fifo)
+
+    def writer():
+        with open(fifo, "wb") as f:
+            f.write("<text>很[MASK]\n".encode())
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    assert Template.load(fifo).source == "<text>很[MASK]"
+    thread.join(5)
 
 
 @pytest.fixture(scope="module")
