@@ -15,9 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import click
 import typer
 from typer.core import TyperGroup
+
+try:  # typer 0.2x vendors its own copy of Click; its exceptions are not click's
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer
+    from click import exceptions as click_errors
 
 from ptcli import __version__
 
@@ -57,14 +61,14 @@ class _Group(TyperGroup):
         try:
             with _sigterm_unwinds():
                 code = super().main(*args, standalone_mode=False, **kwargs)
-        except click.exceptions.NoArgsIsHelpError as e:
+        except click_errors.NoArgsIsHelpError as e:
             typer.echo(e.ctx.get_help())
             code = 0
-        except click.ClickException as e:
+        except click_errors.ClickException as e:
             where = getattr(getattr(e, "ctx", None), "command_path", None) or "ptcli"
             error(f"{' '.join(e.format_message().split())} (see `{where} --help`)")
             code = e.exit_code
-        except click.exceptions.Abort:
+        except typer.Abort:
             error("aborted")
             code = 1
         except KeyboardInterrupt as e:

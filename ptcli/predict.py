@@ -91,7 +91,7 @@ def predict(args: PredictArgs) -> PredictResult:
 
     with contextlib.ExitStack() as stack:
         stream = stack.enter_context(atomic_file(args.output)) if args.output is not None else sys.stdout
-        writer = TableWriter(stream, out_fmt)
+        writer = TableWriter(stream, out_fmt, name=str(args.output or "stdout"))
         rows = blank = 0
         with progress() as bar:
             task = bar.add_task("predicting", total=None)
