@@ -5,9 +5,9 @@ import tiny
 import torch
 
 from ptcli import gguf as ptcli_gguf
-from ptcli.backbone import load_backbone
 from ptcli.errors import PtcliError
 from ptcli.gguf import sha256_file
+from ptcli.loading import load_backbone
 from ptcli.template import Template, TemplateEncoder
 
 
