@@ -68,19 +68,21 @@ class CausalLM(Backbone):
         return warnings
 
     def score(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]) -> torch.Tensor:
+        # The slot ends every row and each word is one token: the prefix's last position is the whole score.
+        single = all(len(w) == 1 for w in word_ids) and not any(row.after.ids for row in rows)
         with self.autocast():
-            last, cache, attn, prefix_len = self._prefix(rows, prompts)
+            last, cache, attn, prefix_len = self._prefix(rows, prompts, keep_cache=not single)
         # log P(first token of each word | before): one row of logits per row, read for every word.
         first = torch.tensor([w[0] for w in word_ids], device=self.device)
         scores = torch.log_softmax(self._head(last).float(), dim=-1)[:, first]  # [B, W]
-        if all(len(w) == 1 for w in word_ids) and not any(row.after.ids for row in rows):
-            return scores  # the slot ends the row and each word is one token: nothing else to score
+        if single:
+            return scores
         return scores + self._continuations(rows, prompts, word_ids, cache, attn, prefix_len)
 
-    def _prefix(self, rows: list[Encoded], prompts: torch.Tensor | None) -> tuple[torch.Tensor, Any, torch.Tensor,
-                                                                                   torch.Tensor]:
-        """Run everything before the slot; return the last hidden state [B, H], the KV cache, its attention mask
-        and each row's prefix length.
+    def _prefix(self, rows: list[Encoded], prompts: torch.Tensor | None, keep_cache: bool = True
+                ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """Run everything before the slot; return the last hidden state [B, H], the KV cache (None unless
+        `keep_cache`), its attention mask and each row's prefix length.
 
         The prefix runs in two parts. Tokens before the first [P] cannot see the prompts (attention is causal), so
         they run without autograd: training then back-propagates only through the short tail, ~2.5× cheaper for
@@ -108,9 +110,10 @@ class CausalLM(Backbone):
             cache = getattr(out, self._cache_arg)
         attn = torch.cat([sattn, dattn], dim=1)
         out = self._body(inputs_embeds=self.embed(dids, dpidx, prompts), attention_mask=attn,
-                         position_ids=static_len + (dattn.cumsum(-1) - 1).clamp(min=0), use_cache=True,
+                         position_ids=static_len + (dattn.cumsum(-1) - 1).clamp(min=0), use_cache=keep_cache,
                          **{self._cache_arg: cache})
-        return out.last_hidden_state[:, -1], getattr(out, self._cache_arg), attn, static_len + dattn.sum(-1, True)
+        cache = getattr(out, self._cache_arg) if keep_cache else None
+        return out.last_hidden_state[:, -1], cache, attn, static_len + dattn.sum(-1, True)
 
     def _continuations(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]],
                        cache: Any, attn: torch.Tensor, prefix_len: torch.Tensor) -> torch.Tensor:

@@ -89,11 +89,12 @@ def test_mlm_shaped_template_warns(models):
 
 
 @pytest.mark.parametrize("name", ["gpt2", "qwen2", "llama"])
-def test_single_token_fast_path_equals_the_general_path(models, name, monkeypatch):
-    bb, clf = build(models, name, "[P] <text> It was [MASK]")
+@pytest.mark.parametrize("template", ["[P] <text> It was [MASK]", "<text>\n[P][P] It was [MASK]"])
+def test_single_token_fast_path_equals_the_general_path(models, name, template, monkeypatch):
+    bb, clf = build(models, name, template)
     words = clf.word_ids[:2]  # one token each, nothing after the slot: the fast path
     assert all(len(w) == 1 for w in words)
-    prompts = torch.randn(1, bb.hidden_size)
+    prompts = torch.randn(clf.template.n_prompts, bb.hidden_size)
     rows = clf.encode(TEXTS)
     continuations = []
     original = bb._continuations
