@@ -43,9 +43,12 @@ class CausalLM(Backbone):
         self._body, self._head = self.model.base_model, self.model.get_output_embeddings()
         params = inspect.signature(self._body.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        self.chunk_tokens = 1024  # continuation tokens per chunk: bounds activation memory, not speed
-        # LM-head positions per chunk: ~128 MB of fp32 logits whatever the vocabulary size.
-        self.head_chunk = max(8, 2**25 // int(self._head.weight.shape[0]))
+        # Continuation tokens per chunk. Inference keeps one layer's activations at a time, so chunks can be big;
+        # training recomputes a chunk in backward with every layer's activations saved (~3 MB a token for
+        # Qwen2-0.5B in fp32), so its chunks are small. Either bounds memory; neither changes a score.
+        self.chunk_tokens, self.train_chunk_tokens = 1024, 256
+        # LM-head positions per chunk: ~64 MB of fp32 logits whatever the vocabulary size.
+        self.head_chunk = max(8, 2**24 // int(self._head.weight.shape[0]))
         _check_split(self)
 
     def slot_length(self, mask_count: int, word_ids: list[list[int]]) -> int:
@@ -154,7 +157,7 @@ class CausalLM(Backbone):
             pair = torch.arange(len(idx), device=self.device).unsqueeze(1).expand_as(w)[w]
             return torch.zeros(len(idx), device=self.device, dtype=logp.dtype).index_add(0, pair, logp)
 
-        per_chunk = max(1, self.chunk_tokens // max(1, cids.shape[1]))
+        per_chunk = max(1, (self.train_chunk_tokens if grad else self.chunk_tokens) // max(1, cids.shape[1]))
         parts = []
         for start in range(0, cids.shape[0], per_chunk):
             idx = torch.arange(start, min(start + per_chunk, cids.shape[0]), device=self.device)

@@ -110,7 +110,8 @@ def test_single_token_fast_path_equals_the_general_path(models, name, template, 
 @pytest.mark.parametrize("template", ["[P][P] It was [MASK] review: <text>", "[P] It was [MASK]! [P]<text> ok"])
 def test_chunked_scorer_equals_full_logits_with_gradients(models, name, template):
     bb, clf = build(models, name, template)
-    bb.chunk_tokens, bb.head_chunk = 10, 3  # many small chunks, checkpointed while training
+    bb.chunk_tokens = bb.train_chunk_tokens = 10  # many small chunks, checkpointed while training
+    bb.head_chunk = 3
     base = torch.randn(clf.template.n_prompts, bb.hidden_size)
     rows = clf.encode(TEXTS)
     p1 = base.clone().requires_grad_(True)
