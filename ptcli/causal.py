@@ -9,8 +9,10 @@ does follow it (`[MASK]` in the middle of the template), it lets the rest of the
 sees both sides. Every candidate sees the same `after`, so the scores stay comparable across labels; words of
 different token lengths are summed, not averaged, so padding adds no bias.
 
-One forward pass over the (left-padded) prefix builds the KV cache; all candidates of all rows then run together
-as a second batch of B × W short continuations on top of that cache.
+One forward pass over the (left-padded) prefix builds the KV cache and scores every word's first token from the
+last position alone: when each label word is one token and nothing follows the slot, that is the whole score. Else
+all (row, word) continuations run as a second batch on top of that cache, in chunks, with the vocabulary projection
+applied only at the positions that are scored.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ import inspect
 from typing import Any
 
 import torch
+from torch.utils.checkpoint import checkpoint
+from transformers import DynamicCache
 
 from ptcli.backbone import Backbone
+from ptcli.errors import PtcliError
 from ptcli.template import Encoded, Template
 
 
@@ -35,8 +40,16 @@ class CausalLM(Backbone):
         self.start_id = int(start) if start is not None else self.pad_id
         self.suffix_special = []  # an EOS after the text would only add a constant to every candidate
         # transformers renamed `past_key_values` to `cache` during 5.x; speak whichever this version knows.
-        params = inspect.signature(self.model.forward).parameters
+        self._body, self._head = self.model.base_model, self.model.get_output_embeddings()
+        params = inspect.signature(self._body.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        # Continuation tokens per chunk. Inference keeps one layer's activations at a time, so chunks can be big;
+        # training recomputes a chunk in backward with every layer's activations saved (~3 MB a token for
+        # Qwen2-0.5B in fp32), so its chunks are small. Either bounds memory; neither changes a score.
+        self.chunk_tokens, self.train_chunk_tokens = 1024, 256
+        # LM-head positions per chunk: ~64 MB of fp32 logits whatever the vocabulary size.
+        self.head_chunk = max(8, 2**24 // int(self._head.weight.shape[0]))
+        _check_split(self)
 
     def slot_length(self, mask_count: int, word_ids: list[list[int]]) -> int:
         return max(len(w) for w in word_ids)
@@ -58,11 +71,27 @@ class CausalLM(Backbone):
         return warnings
 
     def score(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]) -> torch.Tensor:
-        n_rows, n_words = len(rows), len(word_ids)
-        # The prefix runs in two parts. Tokens before the first [P] cannot see the prompts (attention is causal),
-        # so they run without autograd: training then back-propagates only through the short tail, ~2.5× cheaper
-        # for templates of the form "<text> … [P][P] … [MASK]". Both parts are left-padded so every row's prefix
-        # ends in the last column; pad holes in the middle are masked out and positions are explicit.
+        # The slot ends every row and each word is one token: the prefix's last position is the whole score.
+        single = all(len(w) == 1 for w in word_ids) and not any(row.after.ids for row in rows)
+        with self.autocast():
+            last, cache, attn, prefix_len = self._prefix(rows, prompts, keep_cache=not single)
+        # log P(first token of each word | before): one row of logits per row, read for every word.
+        first = torch.tensor([w[0] for w in word_ids], device=self.device)
+        scores = torch.log_softmax(self._head(last).float(), dim=-1)[:, first]  # [B, W]
+        if single:
+            return scores
+        return scores + self._continuations(rows, prompts, word_ids, cache, attn, prefix_len)
+
+    def _prefix(self, rows: list[Encoded], prompts: torch.Tensor | None, keep_cache: bool = True
+                ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """Run everything before the slot; return the last hidden state [B, H], the KV cache (None unless
+        `keep_cache`), its attention mask and each row's prefix length.
+
+        The prefix runs in two parts. Tokens before the first [P] cannot see the prompts (attention is causal), so
+        they run without autograd: training then back-propagates only through the short tail, ~2.5× cheaper for
+        templates of the form "<text> … [P][P] … [MASK]". Both parts are left-padded so every row's prefix ends in
+        the last column; pad holes in the middle are masked out and positions are explicit.
+        """
         static, dynamic, dynamic_p = [], [], []
         for row in rows:
             head = self.prefix_special or ([] if row.before.ids else [self.start_id])
@@ -75,9 +104,30 @@ class CausalLM(Backbone):
         dids, dattn = self.to_tensor(dynamic, self.pad_id, left=True)
         dpidx, _ = self.to_tensor(dynamic_p, -1, left=True)
         static_len = sattn.sum(-1, keepdim=True)
-        prefix_len = static_len + dattn.sum(-1, keepdim=True)
+        cache = None
+        if sids.shape[1]:
+            with torch.no_grad():
+                # no [P] here by construction: plain token embeddings
+                out = self._body(inputs_embeds=self.input_embeddings(sids), attention_mask=sattn,
+                                 position_ids=(sattn.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+            cache = getattr(out, self._cache_arg)
+        attn = torch.cat([sattn, dattn], dim=1)
+        out = self._body(inputs_embeds=self.embed(dids, dpidx, prompts), attention_mask=attn,
+                         position_ids=static_len + (dattn.cumsum(-1) - 1).clamp(min=0), use_cache=keep_cache,
+                         **{self._cache_arg: cache})
+        cache = getattr(out, self._cache_arg) if keep_cache else None
+        return out.last_hidden_state[:, -1], cache, attn, static_len + dattn.sum(-1, True)
 
-        # Continuations: every candidate word followed by the row's `after`, for every row: B*W rows, row-major.
+    def _continuations(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]],
+                       cache: Any, attn: torch.Tensor, prefix_len: torch.Tensor) -> torch.Tensor:
+        """[B, W]: log P(rest of the word, then `after` | before, first token), every (row, word) pair a sequence
+        on top of the prefix's cache.
+
+        Pairs run in chunks of about `chunk_tokens` tokens, and the LM head only at the scored positions, a few at a
+        time (`_target_logp`): nothing of size pairs × length × vocabulary ever exists. While training, each chunk
+        is checkpointed, so backward keeps one chunk's activations at a time instead of the whole batch's.
+        """
+        n_words = len(word_ids)
         cont, cont_p, scored = [], [], []
         for row in rows:
             for w in word_ids:
@@ -87,30 +137,57 @@ class CausalLM(Backbone):
         cids, cattn = self.to_tensor(cont, self.pad_id)
         cpidx, _ = self.to_tensor(cont_p, -1)
         cscored, _ = self.to_tensor(scored, 0)
+        # Position j of a continuation predicts its token j + 1; its first token was scored from the prefix.
+        weight = (cscored * cattn)[:, 1:].bool()
+        layers = [(k, v) for k, v, *_ in cache]
+        pair_row = torch.arange(len(rows), device=self.device).repeat_interleave(n_words)
+        grad = torch.is_grad_enabled() and prompts is not None and prompts.requires_grad
 
-        with self.autocast():
-            cache = None
-            if sids.shape[1]:
-                with torch.no_grad():
-                    # no [P] here by construction: plain token embeddings
-                    out = self.model(inputs_embeds=self.input_embeddings(sids), attention_mask=sattn,
-                                     position_ids=(sattn.cumsum(-1) - 1).clamp(min=0), use_cache=True,
-                                     logits_to_keep=1)
-                cache = getattr(out, self._cache_arg)
-            attn = torch.cat([sattn, dattn], dim=1)
-            out = self.model(inputs_embeds=self.embed(dids, dpidx, prompts), attention_mask=attn,
-                             position_ids=static_len + (dattn.cumsum(-1) - 1).clamp(min=0), use_cache=True,
-                             logits_to_keep=1, **{self._cache_arg: cache})
-            cache = getattr(out, self._cache_arg)
-            cache.batch_repeat_interleave(n_words)
-            cont_out = self.model(
-                inputs_embeds=self.embed(cids, cpidx, prompts),
-                attention_mask=torch.cat([attn.repeat_interleave(n_words, 0), cattn], dim=1),
-                position_ids=prefix_len.repeat_interleave(n_words, 0) + torch.arange(cids.shape[1], device=self.device),
-                use_cache=False, **{self._cache_arg: cache})
-        first = out.logits[:, -1:].repeat_interleave(n_words, 0)  # predicts each continuation's first token
-        logits = torch.cat([first, cont_out.logits[:, :-1]], dim=1).float()
-        target_logit = logits.gather(-1, cids.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        logp = target_logit - torch.logsumexp(logits, dim=-1)
-        weight = (cscored * cattn).to(logp.dtype)
-        return (logp * weight).sum(-1).view(n_rows, n_words)
+        def chunk(idx: torch.Tensor) -> torch.Tensor:
+            b = pair_row[idx]
+            past = DynamicCache(ddp_cache_data=[(k[b], v[b]) for k, v in layers])
+            with self.autocast():
+                out = self._body(inputs_embeds=self.embed(cids[idx], cpidx[idx], prompts),
+                                 attention_mask=torch.cat([attn[b], cattn[idx]], dim=1),
+                                 position_ids=prefix_len[b] + torch.arange(cids.shape[1], device=self.device),
+                                 use_cache=False, **{self._cache_arg: past})
+            w = weight[idx]
+            hidden = out.last_hidden_state[:, :-1][w]  # [scored positions, H]
+            logp = self._target_logp(hidden, cids[idx][:, 1:][w], grad)
+            pair = torch.arange(len(idx), device=self.device).unsqueeze(1).expand_as(w)[w]
+            return torch.zeros(len(idx), device=self.device, dtype=logp.dtype).index_add(0, pair, logp)
+
+        per_chunk = max(1, (self.train_chunk_tokens if grad else self.chunk_tokens) // max(1, cids.shape[1]))
+        parts = []
+        for start in range(0, cids.shape[0], per_chunk):
+            idx = torch.arange(start, min(start + per_chunk, cids.shape[0]), device=self.device)
+            parts.append(checkpoint(chunk, idx, use_reentrant=False) if grad else chunk(idx))
+        return torch.cat(parts).view(len(rows), n_words)
+
+    def _target_logp(self, hidden: torch.Tensor, targets: torch.Tensor, grad: bool) -> torch.Tensor:
+        """log_softmax(head(hidden))[target] per position, `head_chunk` positions at a time (each checkpointed while
+        training, so backward recomputes a chunk's logits instead of keeping them all)."""
+
+        def piece(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            with self.autocast():
+                logits = self._head(h)
+            logits = logits.float()
+            return logits.gather(-1, t.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+        out = []
+        for s in range(0, hidden.shape[0], self.head_chunk):
+            h, t = hidden[s : s + self.head_chunk], targets[s : s + self.head_chunk]
+            out.append(checkpoint(piece, h, t, use_reentrant=False) if grad else piece(h, t))
+        return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def _check_split(backbone: CausalLM) -> None:
+    """ptcli runs the body and the LM head separately (to apply the head only where read); refuse a model whose
+    logits are not exactly head(body(x)), e.g. one that scales or soft-caps them after the head."""
+    model, ids = backbone.model, torch.tensor([[backbone.start_id, backbone.start_id]], device=backbone.device)
+    with torch.inference_mode():
+        whole = model(input_ids=ids).logits[0, -1].float()
+        split = backbone._head(backbone._body(input_ids=ids).last_hidden_state[0, -1]).float()
+    if not torch.allclose(whole, split, rtol=1e-3, atol=1e-3 * float(whole.abs().max().clamp(min=1))):
+        raise PtcliError(f"--model {backbone.info.name}: its {type(model).__name__} post-processes the LM head's "
+                         "logits, which ptcli's scorer does not support; use another causal LM")

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from ptcli.artifact import Artifact
-from ptcli.backbone import Backbone, load_backbone
+from ptcli.backbone import Backbone
 from ptcli.console import warn
 from ptcli.errors import PtcliError
+from ptcli.loading import load_backbone
 from ptcli.template import Encoded, Template, TemplateEncoder
 from ptcli.verbalizer import Verbalizer, label_scores
 

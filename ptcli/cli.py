@@ -94,7 +94,8 @@ app = typer.Typer(
 )
 
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, or cuda")]
-Precision = Annotated[str, typer.Option(help="auto (bf16 on CUDA, and on CPU where it is faster), fp32 or bf16")]
+Precision = Annotated[str, typer.Option(help="auto (bf16 on CUDA, and on CPU where it is faster), fp32, bf16, or "
+                                         "int8 (predict/eval on CPU)")]
 Json = Annotated[bool, typer.Option("--json", help="print machine-readable JSON on stdout")]
 Format = Annotated[str | None, typer.Option("--format", help="csv, tsv or jsonl when the file suffix does not say")]
 Model = Annotated[str | None, typer.Option("--model", help="where the artifact's backbone is now, if it moved")]

@@ -3,11 +3,14 @@
 Loading a GGUF dequantizes every tensor in Python (~30 s for a 0.5B model on 2 CPU cores); the converted copy
 loads in a second or two. Keying the cache by content hash, not path, means a renamed file is reused and a changed
 file is never mistaken for the old one; the artifact stores the same hash so predict refuses a different file.
+Hashing a 500 MB file costs seconds on every command, so hashes are remembered in a small index keyed by resolved
+path, size and mtime; a file whose size or mtime changed is hashed again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -26,6 +29,43 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def _index_path() -> Path:
+    return cache_dir("gguf") / "sha256-index.json"
+
+
+def _read_index() -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(_index_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # missing or damaged: the index is only a shortcut, rebuilt as files are hashed
+    return data if isinstance(data, dict) else {}
+
+
+def sha256_indexed(path: Path) -> str:
+    """The file's SHA-256, from the index when its resolved path, size and mtime_ns match the recorded ones."""
+    resolved = path.resolve()
+    st = resolved.stat()
+    key = str(resolved)
+    index = _read_index()
+    entry = index.get(key)
+    if isinstance(entry, dict) and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
+        digest = entry.get("sha256")
+        if isinstance(digest, str) and len(digest) == 64:
+            return digest
+    log(f"hashing {path.name}…")
+    digest = sha256_file(resolved)
+    index = _read_index()  # re-read: another process may have added entries meanwhile
+    index[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    fd, tmp = tempfile.mkstemp(prefix=".sha256-index.", dir=_index_path().parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(index, f, indent=1, sort_keys=True)
+        os.replace(tmp, _index_path())  # atomic: a concurrent reader sees the old index or the new one
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)  # an unwritable cache only costs the next command a re-hash
+    return digest
+
+
 def converted(path: Path) -> tuple[str, str]:
     """Return (directory of the converted model, SHA-256 of the GGUF), converting on first use."""
     if not path.is_file():
@@ -33,8 +73,7 @@ def converted(path: Path) -> tuple[str, str]:
     with path.open("rb") as f:
         if f.read(4) != b"GGUF":
             raise PtcliError(f"{path}: not a GGUF file (no GGUF magic bytes at offset 0)")
-    log(f"hashing {path.name}…")
-    digest = sha256_file(path)
+    digest = sha256_indexed(path)
     target = cache_dir("gguf") / digest
     if (target / "config.json").is_file():
         return str(target), digest

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ptcli import __version__, artifact
-from ptcli.backbone import Backbone, fingerprint, load_backbone
+from ptcli.backbone import Backbone, fingerprint
 from ptcli.card import model_card
 from ptcli.checks import check_at_least, check_fraction, check_positive_finite, check_seed
 from ptcli.classifier import Classifier
@@ -24,6 +24,7 @@ from ptcli.console import log, progress, warn
 from ptcli.data import read_labeled
 from ptcli.encoder import ENCODERS, EncoderConfig, PromptEncoder
 from ptcli.errors import PtcliError, UsageError
+from ptcli.loading import load_backbone
 from ptcli.metrics import classification_report
 from ptcli.template import Encoded, Template
 from ptcli.verbalizer import Verbalizer
@@ -172,7 +173,8 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     seed_everything(args.seed)
     if backbone is None:
         log(f"loading backbone {args.model}…")
-        backbone = load_backbone(args.model, args.device, args.precision, args.gguf_file, trainable=args.tune_backbone)
+        backbone = load_backbone(args.model, args.device, args.precision, args.gguf_file, trainable=args.tune_backbone,
+                                 training=True)
     elif args.tune_backbone:
         raise UsageError("--tune-backbone trains the backbone: let train() load its own copy")
     log(f"backbone: {backbone.info.model_type} ({backbone.kind}), hidden {backbone.hidden_size}, "

@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from ptcli.backbone import backbone_kind, fingerprint, load_backbone, resolve_device, special_tokens
+from ptcli.backbone import fingerprint, special_tokens
 from ptcli.errors import PtcliError
+from ptcli.loading import backbone_kind, load_backbone
+from ptcli.precision import resolve_device
 
 
 def test_kind_from_model_type():

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from ptcli.backbone import load_backbone
 from ptcli.classifier import Classifier
 from ptcli.console import err
+from ptcli.loading import load_backbone
 from ptcli.template import Template
 from ptcli.verbalizer import Verbalizer
 
@@ -86,3 +86,51 @@ def test_mlm_shaped_template_warns(models):
     with err.capture() as cap:
         Classifier.build(bb, Template.parse("[MASK]<text>"), Verbalizer.default(["great", "bad"]), 64)
     assert "before <text>" in cap.get()
+
+
+@pytest.mark.parametrize("name", ["gpt2", "qwen2", "llama"])
+@pytest.mark.parametrize("template", ["[P] <text> It was [MASK]", "<text>\n[P][P] It was [MASK]"])
+def test_single_token_fast_path_equals_the_general_path(models, name, template, monkeypatch):
+    bb, clf = build(models, name, template)
+    words = clf.word_ids[:2]  # one token each, nothing after the slot: the fast path
+    assert all(len(w) == 1 for w in words)
+    prompts = torch.randn(clf.template.n_prompts, bb.hidden_size)
+    rows = clf.encode(TEXTS)
+    continuations = []
+    original = bb._continuations
+    monkeypatch.setattr(bb, "_continuations", lambda *a: continuations.append(1) or original(*a))
+    fast = bb.score(rows, prompts, words)
+    assert not continuations  # no second pass at all
+    # the general path: a two-token word forces continuations; its single-token neighbours must score the same
+    general = bb.score(rows, prompts, [*words, clf.word_ids[2]])
+    assert continuations and torch.allclose(fast, general[:, :2], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "qwen2", "llama"])
+@pytest.mark.parametrize("template", ["[P][P] It was [MASK] review: <text>", "[P] It was [MASK]! [P]<text> ok"])
+def test_chunked_scorer_equals_full_logits_with_gradients(models, name, template):
+    bb, clf = build(models, name, template)
+    bb.chunk_tokens = bb.train_chunk_tokens = 10  # many small chunks, checkpointed while training
+    bb.head_chunk = 3
+    base = torch.randn(clf.template.n_prompts, bb.hidden_size)
+    rows = clf.encode(TEXTS)
+    p1 = base.clone().requires_grad_(True)
+    got = bb.score(rows, p1, clf.word_ids)
+    got.sum().backward()
+    p2 = base.clone().requires_grad_(True)
+    want = torch.stack([torch.stack([torch.as_tensor(naive(bb, row, p2, w)) for w in clf.word_ids]) for row in rows])
+    want.sum().backward()
+    assert torch.allclose(got, want, atol=1e-4)
+    assert p1.grad.abs().sum() > 0 and torch.allclose(p1.grad, p2.grad, atol=1e-4, rtol=1e-3)
+
+
+def test_chunked_scorer_never_builds_full_vocabulary_logits_per_position(models, monkeypatch):
+    """The LM head sees at most `head_chunk` positions at once, and never the whole model's logits."""
+    bb, clf = build(models, "qwen2", "[P] It was [MASK] review: <text>")
+    bb.head_chunk = 4
+    seen = []
+    head = bb._head
+    monkeypatch.setattr(bb, "_head", lambda h: seen.append(h.shape[0]) or head(h))
+    monkeypatch.setattr(bb.model, "forward", lambda *a, **k: pytest.fail("full model forward: logits everywhere"))
+    bb.score(clf.encode(TEXTS), torch.randn(1, bb.hidden_size), clf.word_ids)
+    assert seen and max(seen) <= max(4, len(TEXTS))

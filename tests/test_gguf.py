@@ -1,13 +1,15 @@
 """GGUF loading: a tiny Qwen2 written as GGUF with the `gguf` package, converted once, cached by content hash."""
 
+import os
+
 import pytest
 import tiny
 import torch
 
 from ptcli import gguf as ptcli_gguf
-from ptcli.backbone import load_backbone
 from ptcli.errors import PtcliError
 from ptcli.gguf import sha256_file
+from ptcli.loading import load_backbone
 from ptcli.template import Template, TemplateEncoder
 
 
@@ -86,3 +88,27 @@ def test_predict_refuses_another_gguf(models, gguf_file, cache, tmp_path, review
     assert result.exit_code == 1 and "SHA-256" in result.stderr
     result = runner.invoke(app, ["predict", str(tmp_path / "art"), str(data), "--device", "cpu"])
     assert result.exit_code == 0, result.stderr
+
+
+def test_hash_index_reuses_a_hash_until_size_or_mtime_change(tmp_path, cache, monkeypatch):
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"GGUF" + b"a" * 100)
+    calls = []
+    real = ptcli_gguf.sha256_file
+    monkeypatch.setattr(ptcli_gguf, "sha256_file", lambda p, *a: calls.append(p) or real(p, *a))
+    first = ptcli_gguf.sha256_indexed(path)
+    assert first == real(path) and len(calls) == 1
+    assert ptcli_gguf.sha256_indexed(tmp_path / "." / "m.gguf") == first and len(calls) == 1  # same resolved path
+    # same size, new content, new mtime: hashed again, and the new digest is returned
+    st = path.stat()
+    path.write_bytes(b"GGUF" + b"b" * 100)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    second = ptcli_gguf.sha256_indexed(path)
+    assert len(calls) == 2 and second == real(path) != first
+    # a different size with the old mtime is not trusted either
+    path.write_bytes(b"GGUF" + b"b" * 101)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert ptcli_gguf.sha256_indexed(path) == real(path) and len(calls) == 3
+    # a damaged index is only a cache miss
+    (cache / "gguf" / "sha256-index.json").write_text("{not json", encoding="utf-8")
+    assert ptcli_gguf.sha256_indexed(path) == real(path) and len(calls) == 4

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from ptcli.backbone import load_backbone
 from ptcli.classifier import Classifier
 from ptcli.errors import PtcliError
+from ptcli.loading import load_backbone
 from ptcli.template import Template
 from ptcli.verbalizer import Verbalizer
 

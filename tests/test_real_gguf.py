@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ptcli.backbone import load_backbone
 from ptcli.classifier import Classifier
+from ptcli.loading import load_backbone
 from ptcli.template import Template
 from ptcli.verbalizer import Verbalizer
 
