@@ -141,7 +141,7 @@ def quantize_int8(model: Any) -> None:
     """Dynamic int8 for every nn.Linear of the model's body. The LM head stays fp32: ptcli applies it at a few
     scored positions only, so quantizing it would save nothing and cost accuracy, and it may be tied to the
     input embeddings, which must stay exact for the prompts and the artifact's fingerprint."""
-    from torch.ao.quantization import quantize_dynamic
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     body = model.base_model
     if body is model:
@@ -152,4 +152,5 @@ def quantize_int8(model: Any) -> None:
     with warnings.catch_warnings():
         # torch.ao's eager quantization is deprecated in favour of torchao, but still the kept path in torch's wheel.
         warnings.simplefilter("ignore")
-        quantize_dynamic(body, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        # One scale per output channel: per-tensor scales let Qwen's outlier channels flatten all the others.
+        quantize_dynamic(body, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
