@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev,gguf]"
+	$(BIN)/pip install -q -e ".[dev,gguf,plots]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 $(VENV)/.bench-installed: $(STAMP)
-	$(BIN)/pip install -q -e ".[dev,gguf,bench]" "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev,gguf,plots,bench]" "$(TORCH_SPEC)"
 	touch $@
 
 bench: $(VENV)/.bench-installed

@@ -41,6 +41,7 @@ META = "ptcli.json"
 PROMPTS = "prompts.safetensors"
 ENCODER = "encoder.safetensors"
 CARD = "README.md"
+CURVE = "training.png"  # written when matplotlib is installed (the plots extra)
 BACKBONE_DIR = "backbone"
 KINDS = ("mlm", "causal")
 # Per-class dev metrics are kept up to this many labels; past it ptcli.json would grow with the square of nothing

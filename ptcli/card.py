@@ -32,7 +32,7 @@ $label_rows
 - training rows: $n_train, dev rows: $n_dev ($dev_source)
 - dev accuracy: $dev_acc (macro-F1 $dev_f1), before training: $dev_acc0
 - best epoch: $best_epoch of $epochs, seed $seed, lr $lr, batch size $batch_size, precision $precision
-
+$curve
 ## Use
 
 ```
@@ -46,7 +46,7 @@ The prompts only work with the backbone they were trained on: ptcli checks its f
 """)
 
 
-def model_card(meta: Meta, path: str = "ARTIFACT") -> str:
+def model_card(meta: Meta, path: str = "ARTIFACT", curve: bool = False) -> str:
     training, args = meta.training, meta.training.args
     rows = "\n".join(f"| {label} | {', '.join(meta.verbalizer[label])} | {training.train_counts.get(label, 0)} |"
                      for label in meta.labels)
@@ -61,4 +61,5 @@ def model_card(meta: Meta, path: str = "ARTIFACT") -> str:
         epochs=args.get("epochs", "?"), seed=training.seed, lr=args.get("lr", "?"),
         batch_size=args.get("batch_size", "?"), precision=training.precision, path=path,
         fingerprint=meta.backbone.fingerprint,
+        curve="\n![training curve: losses and dev accuracy per epoch](training.png)\n" if curve else "",
     )

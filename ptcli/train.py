@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ptcli import __version__, artifact
+from ptcli import __version__, artifact, plots
 from ptcli.backbone import Backbone, fingerprint
 from ptcli.card import model_card
 from ptcli.checks import check_at_least, check_fraction, check_positive_finite, check_seed
@@ -273,9 +273,16 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     meta = _metadata(args, clf, config, result, train_df)
     if args.tune_backbone:
         meta.training.tuned_fingerprint = fingerprint(backbone.input_embeddings.weight)
-    extra = (lambda d: backbone.model.save_pretrained(d / artifact.BACKBONE_DIR, safe_serialization=True)
-             or backbone.tokenizer.save_pretrained(d / artifact.BACKBONE_DIR)) if args.tune_backbone else None
-    artifact.save(output, meta, best_prompts, best_state, model_card(meta), extra=extra)
+    curve = plots.available()
+
+    def extra(d: Path) -> None:
+        if args.tune_backbone:
+            backbone.model.save_pretrained(d / artifact.BACKBONE_DIR, safe_serialization=True)
+            backbone.tokenizer.save_pretrained(d / artifact.BACKBONE_DIR)
+        if curve:
+            plots.training_curve(history, best_epoch, untrained, d / artifact.CURVE)
+
+    artifact.save(output, meta, best_prompts, best_state, model_card(meta, curve=curve), extra=extra)
     result.seconds = time.perf_counter() - started
     return result
 
