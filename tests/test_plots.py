@@ -4,8 +4,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from ptcli import plots  # noqa: E402
-from ptcli.train import TrainArgs, train  # noqa: E402
+from ptcli import plots
+from ptcli.train import TrainArgs, train
 
 
 def test_training_writes_its_curve_and_the_card_shows_it(models, review_files, tmp_path):
