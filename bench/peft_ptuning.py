@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ptcli.backbone import Backbone
+from ptcli.loop import LoopConfig, fit
 from ptcli.template import Template, TemplateEncoder
 from ptcli.train import TrainArgs, seed_everything, stratified_split
 from ptcli.verbalizer import Verbalizer
@@ -178,35 +179,20 @@ def train_and_test(backbone: Backbone, manual: Template, verbalizer: Verbalizer,
         y_dev = [index[v] for v in dev["label"]]
 
         optimizer = pt.optimizer(hp)
-        steps = math.ceil(len(x_tr) / hp.batch_size)
-        total = steps * hp.epochs
-        warm = max(1, int(hp.warmup * total))
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
-        generator = torch.Generator().manual_seed(seed)
 
-        acc, loss = _dev_report(pt, x_dev, y_dev, hp.batch_size)
-        best, best_epoch, best_state, stale, best_acc = (acc, -loss), 0, pt.state(), 0, acc
-        history, epoch_seconds = [], 0.0
-        for epoch in range(1, hp.epochs + 1):
-            t0 = time.perf_counter()
-            order = torch.randperm(len(x_tr), generator=generator).tolist()
-            losses = []
-            for start in range(0, len(order), hp.batch_size):
-                idx = order[start : start + hp.batch_size]
-                losses.append(pt.step([x_tr[i] for i in idx], y_tr[idx], optimizer, hp.max_grad_norm))
-                schedule.step()
+        def evaluate() -> dict[str, float]:
             acc, loss = _dev_report(pt, x_dev, y_dev, hp.batch_size)
-            seconds = time.perf_counter() - t0
-            epoch_seconds += seconds
-            history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_loss": loss,
-                            "dev_accuracy": acc, "seconds": seconds})
-            if (acc, -loss) > best:
-                best, best_epoch, best_state, stale, best_acc = (acc, -loss), epoch, pt.state(), 0, acc
-            else:
-                stale += 1
-                if stale >= hp.patience:
-                    break
+            return {"accuracy": acc, "loss": loss}
+
+        # The same epoch loop, schedule, best-epoch rule and early stop as `ptcli train` (ptcli.loop.fit).
+        fitted = fit(len(x_tr), lambda idx, _epoch: pt.step([x_tr[i] for i in idx], y_tr[idx], optimizer,
+                                                             hp.max_grad_norm),
+                     evaluate, pt.state, optimizer,
+                     LoopConfig(epochs=hp.epochs, batch_size=hp.batch_size, patience=hp.patience, warmup=hp.warmup,
+                                seed=seed))
+        history, best_epoch = fitted.history, fitted.best_epoch
+        best_state, best_acc = fitted.best, fitted.best_report["accuracy"]
+        epoch_seconds = float(sum(h["seconds"] for h in history))
         wall = time.perf_counter() - t_wall
         pt.load_state(best_state)
         t0 = time.perf_counter()

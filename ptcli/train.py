@@ -25,6 +25,7 @@ from ptcli.data import read_labeled
 from ptcli.encoder import ENCODERS, EncoderConfig, PromptEncoder
 from ptcli.errors import PtcliError, UsageError
 from ptcli.loading import load_backbone
+from ptcli.loop import LoopConfig, fit
 from ptcli.metrics import classification_report
 from ptcli.template import Encoded, Template
 from ptcli.verbalizer import Verbalizer
@@ -202,70 +203,58 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
         params.append({"params": [p for p in backbone.model.parameters() if p.requires_grad],
                        "lr": args.backbone_lr, "weight_decay": args.weight_decay})
     optimizer = torch.optim.AdamW(params)
-    steps_per_epoch = math.ceil(len(train_rows) / args.batch_size)
-    total = steps_per_epoch * args.epochs
-    warm = max(1, int(args.warmup * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
-    generator = torch.Generator().manual_seed(args.seed)
-
-    with torch.no_grad():
-        prompts = encoder()
-    untrained = _evaluate(clf, dev_rows, y_dev, prompts, args.batch_size)
-    log(f"dev accuracy before training: {untrained['accuracy']:.4f} ({len(dev_rows)} rows)")
-    best = (untrained["accuracy"], -untrained["loss"])
-    best_epoch, best_prompts = 0, prompts.detach().clone()
-    best_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
-    best_report, history, stale = untrained, [], 0
+    trains = bool(template.n_prompts or args.tune_backbone)
     y_tensor = torch.tensor(y_train, device=backbone.device)
+
+    def step(idx: list[int], epoch: int) -> float:
+        loss = F.cross_entropy(clf.logits([train_rows[i] for i in idx], encoder()), y_tensor[idx])
+        if not torch.isfinite(loss):
+            raise PtcliError(f"training diverged: the loss is {loss.item()} in epoch {epoch}; lower --lr or use "
+                             "--precision fp32")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], args.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    def evaluate() -> dict[str, Any]:
+        with torch.no_grad():
+            return _evaluate(clf, dev_rows, y_dev, encoder(), args.batch_size)
+
+    def keep() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with torch.no_grad():
+            return encoder().detach().clone(), {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+
+    def train_mode(on: bool) -> None:
+        encoder.train(on)
+        backbone.train(on and args.tune_backbone)
+
+    def on_epoch(entry: dict[str, float], improved: bool) -> None:
+        log(f"epoch {entry['epoch']:>3}/{args.epochs}  loss {entry['train_loss']:.4f}  dev acc "
+            f"{entry['dev_accuracy']:.4f}  dev loss {entry['dev_loss']:.4f}  {entry['seconds']:.1f}s"
+            f"{'  *best' if improved else ''}")
+
+    schedule = LoopConfig(epochs=args.epochs if trains else 0, batch_size=args.batch_size, patience=args.patience,
+                          warmup=args.warmup, seed=args.seed)
     try:
         with progress() as bar:
-            task = bar.add_task("training", total=total if template.n_prompts or args.tune_backbone else 0)
-            for epoch in range(1, args.epochs + 1 if template.n_prompts or args.tune_backbone else 1):
-                t0 = time.perf_counter()
-                encoder.train()
-                backbone.train(args.tune_backbone)
-                order = torch.randperm(len(train_rows), generator=generator).tolist()
-                losses = []
-                for start in range(0, len(order), args.batch_size):
-                    idx = order[start : start + args.batch_size]
-                    logits = clf.logits([train_rows[i] for i in idx], encoder())
-                    loss = F.cross_entropy(logits, y_tensor[idx])
-                    if not torch.isfinite(loss):
-                        raise PtcliError(f"training diverged: the loss is {loss.item()} in epoch {epoch}; lower --lr "
-                                         "or use --precision fp32")
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], args.max_grad_norm)
-                    optimizer.step()
-                    schedule.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    losses.append(loss.item())
-                    bar.update(task, advance=1, description=f"epoch {epoch}/{args.epochs} loss {np.mean(losses):.4f}")
-                encoder.eval()
-                backbone.train(False)
-                with torch.no_grad():
-                    prompts = encoder()
-                report = _evaluate(clf, dev_rows, y_dev, prompts, args.batch_size)
-                seconds = time.perf_counter() - t0
-                history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_loss": report["loss"],
-                                "dev_accuracy": report["accuracy"], "seconds": seconds})
-                improved = (report["accuracy"], -report["loss"]) > best
-                log(f"epoch {epoch:>3}/{args.epochs}  loss {np.mean(losses):.4f}  dev acc {report['accuracy']:.4f}  "
-                    f"dev loss {report['loss']:.4f}  {seconds:.1f}s{'  *best' if improved else ''}")
-                if improved:
-                    best, best_epoch, best_report, stale = (report["accuracy"], -report["loss"]), epoch, report, 0
-                    best_prompts = prompts.detach().clone()
-                    best_state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
-                else:
-                    stale += 1
-                    if stale >= args.patience:
-                        log(f"no dev gain for {args.patience} epochs: stopping early")
-                        break
+            task = bar.add_task("training", total=math.ceil(len(train_rows) / args.batch_size) * schedule.epochs)
+            fitted = fit(len(train_rows), step, evaluate, keep, optimizer, schedule,
+                         on_step=lambda epoch, loss: bar.update(
+                             task, advance=1, description=f"epoch {epoch}/{args.epochs} loss {loss:.4f}"),
+                         on_epoch=on_epoch, train_mode=train_mode,
+                         on_untrained=lambda r: log(f"dev accuracy before training: {r['accuracy']:.4f} "
+                                                    f"({len(dev_rows)} rows)"))
     except KeyboardInterrupt as e:
         raise PtcliError("interrupted: training stopped, no artifact was written",
                          exit_code=getattr(e, "exit_code", 130)) from None
+    if len(fitted.history) < schedule.epochs:
+        log(f"no dev gain for {args.patience} epochs: stopped early")
+    untrained, best_epoch, best_report = fitted.untrained, fitted.best_epoch, fitted.best_report
+    history = fitted.history
+    best_prompts, best_state = fitted.best
 
-    if best_epoch == 0 and (template.n_prompts or args.tune_backbone):
+    if best_epoch == 0 and trains:
         warn(f"no epoch beat the untrained prompts on the {len(dev_rows)} dev rows: the artifact keeps the untrained "
              "prompts; add rows, pass a larger --dev, or raise --epochs")
     result = TrainResult(artifact=output, labels=clf.labels, n_train=len(train_rows), n_dev=len(dev_rows),

@@ -1,0 +1,102 @@
+"""The epoch loop: seeded data order, linear warmup and decay, the best-epoch rule and early stopping.
+
+`ptcli train` and the bench's PEFT baseline both call `fit`, so a change to the recipe reaches both at once. The
+caller says how to take one step, how to score the dev rows and what to keep from the best epoch; the loop owns
+everything else.
+
+Best-epoch rule: the highest dev accuracy, ties broken by the lower dev loss; epoch 0 is the untrained state, so
+training that never helps keeps it. Training stops after `patience` epochs without a new best.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import torch
+
+S = TypeVar("S")  # what is kept from the best epoch (prompt vectors, a state dict…)
+Report = dict[str, Any]  # at least "accuracy" and "loss"
+
+
+@dataclass
+class LoopConfig:
+    epochs: int = 20  # maximum epochs
+    batch_size: int = 8  # rows per step
+    patience: int = 5  # epochs without a new best before stopping
+    warmup: float = 0.1  # share of all steps with a linearly rising learning rate, then linear decay to 0
+    seed: int = 42  # data order
+
+
+@dataclass
+class LoopResult(Generic[S]):
+    best_epoch: int
+    best: S
+    best_report: Report
+    untrained: Report
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def warmup_then_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float) -> Any:
+    warm = max(1, int(warmup * total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warm, max(0.0, (total_steps - s) / max(1, total_steps - warm))))
+
+
+def fit(
+    n_rows: int,
+    step: Callable[[list[int], int], float],
+    evaluate: Callable[[], Report],
+    keep: Callable[[], S],
+    optimizer: torch.optim.Optimizer,
+    config: LoopConfig,
+    on_step: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[dict[str, float], bool], None] | None = None,
+    train_mode: Callable[[bool], None] | None = None,
+    on_untrained: Callable[[Report], None] | None = None,
+) -> LoopResult[S]:
+    """Train for up to `config.epochs` epochs over `n_rows` rows.
+
+    step(row_indices, epoch) takes one optimizer step and returns its loss (the scheduler steps here, after it);
+    evaluate() scores the dev rows in eval mode; keep() snapshots what the artifact needs from the current state;
+    train_mode(True/False) switches the modules around each epoch; on_untrained/on_step/on_epoch report progress.
+    """
+    untrained = evaluate()
+    if on_untrained:
+        on_untrained(untrained)
+    best_key = (untrained["accuracy"], -untrained["loss"])
+    result: LoopResult[S] = LoopResult(best_epoch=0, best=keep(), best_report=untrained, untrained=untrained)
+    schedule = warmup_then_decay(optimizer, -(-n_rows // config.batch_size) * config.epochs, config.warmup)
+    generator = torch.Generator().manual_seed(config.seed)
+    stale = 0
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        if train_mode:
+            train_mode(True)
+        order = torch.randperm(n_rows, generator=generator).tolist()
+        losses = []
+        for start in range(0, n_rows, config.batch_size):
+            losses.append(step(order[start : start + config.batch_size], epoch))
+            schedule.step()
+            if on_step:
+                on_step(epoch, float(np.mean(losses)))
+        if train_mode:
+            train_mode(False)
+        report = evaluate()
+        entry = {"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_loss": report["loss"],
+                 "dev_accuracy": report["accuracy"], "seconds": time.perf_counter() - t0}
+        result.history.append(entry)
+        improved = (report["accuracy"], -report["loss"]) > best_key
+        if on_epoch:
+            on_epoch(entry, improved)
+        if improved:
+            best_key, stale = (report["accuracy"], -report["loss"]), 0
+            result.best_epoch, result.best, result.best_report = epoch, keep(), report
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    return result
