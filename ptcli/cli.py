@@ -55,12 +55,13 @@ class _Group(TyperGroup):
     """Usage errors (a missing option, `--epochs abc`, an unknown command) as the same one `error:` line as every
     other error, instead of Click's boxed block."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, args: list[str] | None = None, *rest: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         from ptcli.console import error
 
+        args = _bare_ray(list(sys.argv[1:] if args is None else args))
         try:
             with _sigterm_unwinds():
-                code = super().main(*args, standalone_mode=False, **kwargs)
+                code = super().main(args, *rest, standalone_mode=False, **kwargs)
         except click_errors.NoArgsIsHelpError as e:
             typer.echo(e.ctx.get_help())
             code = 0
@@ -77,6 +78,18 @@ class _Group(TyperGroup):
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _bare_ray(argv: list[str]) -> list[str]:
+    """`--ray` with no ADDRESS after it (last, or followed by another option) means `--ray=`: a local Ray, or
+    $RAY_ADDRESS. This typer's Click cannot give an option an optional value."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        if arg == "--ray" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out[i] = "--ray="
+    return out
 
 
 app = typer.Typer(
@@ -97,7 +110,8 @@ Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, or c
 Precision = Annotated[str, typer.Option(help="auto (bf16 on CUDA, and on CPU where it is faster), fp32, bf16, or "
                                          "int8 (predict/eval on CPU)")]
 Json = Annotated[bool, typer.Option("--json", help="print machine-readable JSON on stdout")]
-Format = Annotated[str | None, typer.Option("--format", help="csv, tsv or jsonl when the file suffix does not say")]
+Format = Annotated[str | None, typer.Option("--format", help="csv, tsv, jsonl or parquet when the file suffix does "
+                                                              "not say")]
 Model = Annotated[str | None, typer.Option("--model", help="where the artifact's backbone is now, if it moved")]
 
 
@@ -221,17 +235,28 @@ def predict(
     precision: Precision = "auto",
     model: Model = None,
     json_: Json = False,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="[ADDRESS]", help="predict on Ray Data actors: --ray alone starts a local Ray (or joins "
+        "$RAY_ADDRESS); --ray auto or --ray ray://HOST:10001 joins a cluster (pip install 'ptcli[ray]')")] = None,
+    workers: Annotated[int | None, typer.Option(help="with --ray: actors, each loading the model once "
+                                                     "(default 1; each uses --threads CPU threads, default 1)")] = None,
+    ctx: typer.Context = None,  # type: ignore[assignment]
 ) -> None:
     """Add pred, confidence and prob_<label> columns to every input row."""
 
     def go() -> None:
         from ptcli.console import log
+        from ptcli.errors import UsageError
         from ptcli.predict import PredictArgs
         from ptcli.predict import predict as run_predict
 
+        if workers is not None and ray is None:
+            raise UsageError("--workers needs --ray; without it predict runs in this process")
+        threads = ctx.parent.params.get("threads") if ctx is not None and ctx.parent is not None else None
         result = run_predict(PredictArgs(artifact=artifact, input=input, output=output, text_col=text_col,
                                          text_b_col=text_b_col, format=format, batch_size=batch_size, device=device,
-                                         precision=precision, model=model, json=json_))
+                                         precision=precision, model=model, json=json_, ray=ray,
+                                         workers=workers or 1, threads=threads or 1))
         summary = {"rows": result.rows, "seconds": round(result.seconds, 3),
                    "rows_per_second": round(result.rows_per_second, 2), "output": result.output}
         if output is not None:

@@ -28,9 +28,9 @@ import pandas as pd
 
 from ptcli.errors import PtcliError, UsageError
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 DIALECTS = {"csv": "excel", "tsv": "excel-tab"}
-TABLE_FILE = "a .csv, .tsv or .jsonl file"
+TABLE_FILE = "a .csv, .tsv, .jsonl or .parquet file"
 PIPE_TIMEOUT_ENV = "PTCLI_PIPE_TIMEOUT"
 PIPE_TIMEOUT_S = 30.0
 MAX_FIELD = 1 << 27  # characters; the csv module's default (131072) would refuse long documents pandas accepted
@@ -42,13 +42,13 @@ UNWRITABLE = re.compile("[\x00\ud800-\udfff]")
 
 def table_format(path: Path, override: str | None = None) -> str:
     if override:
-        if override not in ("csv", "tsv", "jsonl"):
-            raise UsageError(f"--format {override!r}: choose csv, tsv or jsonl")
+        if override not in ("csv", "tsv", "jsonl", "parquet"):
+            raise UsageError(f"--format {override!r}: choose csv, tsv, jsonl or parquet")
         return override
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise PtcliError(f"{path}: unknown file type {path.suffix or '(no suffix)'!r}; use .csv, .tsv or .jsonl, "
-                         "or pass --format")
+        raise PtcliError(f"{path}: unknown file type {path.suffix or '(no suffix)'!r}; use .csv, .tsv, .jsonl or "
+                         ".parquet, or pass --format")
     return fmt
 
 
@@ -239,6 +239,11 @@ def iter_table(path: Path, fmt: str | None = None, chunk_rows: int = 4096) -> It
     """
     _stat(path, TABLE_FILE)  # a missing file is reported before an unknown suffix
     kind = table_format(path, fmt)
+    if kind == "parquet":  # binary: no UTF-8 check, and it needs a seekable file
+        from ptcli.parquet import iter_parquet
+
+        yield from iter_parquet(path, chunk_rows)
+        return
     with checked_input(path) as local:
         if kind == "jsonl":
             yield from _iter_jsonl(local, path, chunk_rows)
@@ -442,7 +447,7 @@ def require_text(df: pd.DataFrame, path: Path, column: str, fmt: str | None = No
     empty = df.index[df[column].str.strip() == ""].tolist()
     if empty:
         kind = table_format(path, fmt)
-        offset = 1 if kind == "jsonl" else 2
+        offset = 2 if kind in DIALECTS else 1  # CSV/TSV: line 1 is the header
         more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
         shown = ", ".join(str(r + offset) for r in empty[:10]) + more
         raise PtcliError(f"{path}: column {column!r} is empty or blank on line(s) {shown}; fill or remove those rows")
@@ -456,6 +461,15 @@ def check_output_path(path: Path) -> None:
 
 
 # --- writing tables ---------------------------------------------------------------------------------------------
+
+
+def table_writer(stream: Any, fmt: str, name: str | Path | None = None) -> Any:
+    """The writer for `fmt`: TableWriter on a text stream, or for parquet a ParquetTableWriter on a binary one."""
+    if fmt == "parquet":
+        from ptcli.parquet import ParquetTableWriter
+
+        return ParquetTableWriter(stream, name)
+    return TableWriter(stream, fmt, name)
 
 
 class TableWriter:
@@ -490,6 +504,10 @@ class TableWriter:
             self._write_delimited(df)
         self.header = False
         self.rows += len(df)
+
+    def close(self) -> None:
+        """Nothing to finish for text formats (the Parquet writer writes its footer here); the stream stays open."""
+        self.stream.flush()
 
     def _check_cells(self, df: pd.DataFrame) -> None:
         for col in df.columns:
@@ -541,7 +559,7 @@ def read_labeled(path: Path, text_col: str, label_col: str, text_b_col: str | No
         require_text(df, path, text_b_col, fmt)
     blank = df.index[df[label_col].str.strip() == ""].tolist()
     if blank:
-        offset = 1 if table_format(path, fmt) == "jsonl" else 2
+        offset = 2 if table_format(path, fmt) in DIALECTS else 1
         raise PtcliError(f"{path}: column {label_col!r} is empty on line(s) "
                          f"{', '.join(str(r + offset) for r in blank[:10])}; every training row needs a label")
     df[label_col] = df[label_col].str.strip()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,18 +21,20 @@ from ptcli import artifact
 from ptcli.checks import check_batch_size
 from ptcli.classifier import Classifier
 from ptcli.console import progress, warn
-from ptcli.data import TableWriter, iter_table, require_columns, table_format
+from ptcli.data import iter_table, require_columns, table_format, table_writer
 from ptcli.errors import PtcliError
 from ptcli.outputs import atomic_file, check_output_file
 
 ADDED = ("pred", "confidence")
+# Output frames in input order, told how to report progress (rows scored so far).
+Outputs = Callable[[Callable[[int], None]], Iterator[pd.DataFrame]]
 
 
 @dataclass
 class PredictArgs:
     artifact: Path
     input: Path
-    output: Path | None = None  # .csv/.tsv/.jsonl by suffix; stdout when None
+    output: Path | None = None  # .csv/.tsv/.jsonl/.parquet by suffix; stdout when None
     text_col: str | None = None  # default: the column the artifact was trained on
     text_b_col: str | None = None
     format: str | None = None  # input format when the suffix does not say
@@ -42,6 +44,9 @@ class PredictArgs:
     model: str | None = None  # where the backbone is now, if it moved since training
     chunk_rows: int = 4096
     json: bool = False  # JSONL on stdout when no output file is given
+    ray: str | None = None  # run on Ray Data: "" for a local Ray (or $RAY_ADDRESS), else the cluster address
+    workers: int = 1  # Ray actors, each with its own copy of the model
+    threads: int = 1  # torch threads per Ray actor
 
 
 @dataclass
@@ -87,47 +92,72 @@ def predict(args: PredictArgs) -> PredictResult:
     if clashes:
         raise PtcliError(f"{args.input}: already has column(s) {', '.join(clashes)} that predict adds; rename or drop "
                          "them (is this a predictions file?)")
-    clf, prompts = Classifier.from_artifact(art, args.device, args.precision, args.model)
+    if args.ray is not None:
+        from ptcli.distributed import RayRun
+
+        outputs = RayRun(args, text_col, text_b_col, chunk_rows, art.labels).predict(first, chunks)
+    else:
+        clf, prompts = Classifier.from_artifact(art, args.device, args.precision, args.model)
+        outputs = _local_outputs(ChunkPredictor(clf, prompts, text_col, text_b_col, args.batch_size), first, chunks)
 
     with contextlib.ExitStack() as stack:
-        stream = stack.enter_context(atomic_file(args.output)) if args.output is not None else sys.stdout
-        writer = TableWriter(stream, out_fmt, name=str(args.output or "stdout"))
+        mode = "wb" if out_fmt == "parquet" else "w"
+        stream = stack.enter_context(atomic_file(args.output, mode)) if args.output is not None else sys.stdout
+        writer = table_writer(stream, out_fmt, name=str(args.output or "stdout"))
+        stack.callback(writer.close)  # before atomic_file's rename: Parquet's footer; on an error, before removal
         rows = blank = 0
         with progress() as bar:
             task = bar.add_task("predicting", total=None)
-            for chunk in _chain(first, chunks):
-                n, n_blank = _predict_chunk(clf, prompts, chunk, text_col, text_b_col, args.batch_size, writer,
-                                            lambda k: bar.advance(task, k))
-                rows += n
-                blank += n_blank
+            for out in outputs(lambda k: bar.advance(task, k)):
+                if len(out) or writer.header:  # a header-only input still gets its header, added columns too
+                    writer.write(out)
+                rows += len(out)
+                blank += blank_rows(out, text_col)
                 bar.update(task, description=f"predicted {rows} rows")
-        stream.flush()
     if blank:
         warn(f"{args.input}: {blank} row(s) have an empty {text_col!r}; they were predicted from the template alone")
     return PredictResult(rows=rows, seconds=time.perf_counter() - started,
-                         output=str(args.output) if args.output else "-", labels=clf.labels)
+                         output=str(args.output) if args.output else "-", labels=art.labels)
 
 
-def _predict_chunk(clf: Classifier, prompts: torch.Tensor, chunk: pd.DataFrame, text_col: str, text_b_col: str | None,
-                   batch_size: int, writer: TableWriter, on_batch: Callable[[int], None]) -> tuple[int, int]:
-    """Predict and write one chunk; returns (rows written, rows with blank text). An input with a header and no rows
-    still gets its header (with the added columns) written."""
-    texts = chunk[text_col].astype(str).tolist()
-    texts_b = chunk[text_b_col].astype(str).tolist() if text_b_col else None
-    if texts:
-        probs = clf.predict_proba(clf.encode(texts, texts_b), prompts, batch_size, on_batch)
-    else:
-        probs = np.zeros((0, len(clf.labels)))
-    finite = np.isfinite(probs).all(axis=1)
-    if not finite.all():
-        bad = chunk.index[~finite][:5].tolist()
-        raise PtcliError(f"the backbone produced NaN or infinite scores for data row(s) {', '.join(map(str, bad))} "
-                         "(0-based); nothing was written. Try --precision fp32")
-    if texts or writer.header:
-        writer.write(output_columns(chunk, clf.labels, probs))
-    return len(chunk), sum(1 for t in texts if not t.strip())
+@dataclass
+class ChunkPredictor:
+    """One chunk of input rows in, the same rows plus pred/confidence/prob_* out. The single-process path and every
+    Ray actor (ptcli.distributed) run this same code."""
+
+    clf: Classifier
+    prompts: torch.Tensor
+    text_col: str
+    text_b_col: str | None
+    batch_size: int
+
+    def __call__(self, chunk: pd.DataFrame, on_batch: Callable[[int], None] | None = None) -> pd.DataFrame:
+        texts = chunk[self.text_col].astype(str).tolist()
+        texts_b = chunk[self.text_b_col].astype(str).tolist() if self.text_b_col else None
+        if texts:
+            probs = self.clf.predict_proba(self.clf.encode(texts, texts_b), self.prompts, self.batch_size, on_batch)
+        else:
+            probs = np.zeros((0, len(self.clf.labels)))
+        finite = np.isfinite(probs).all(axis=1)
+        if not finite.all():
+            bad = chunk.index[~finite][:5].tolist()
+            raise PtcliError(f"the backbone produced NaN or infinite scores for data row(s) "
+                             f"{', '.join(map(str, bad))} (0-based); nothing was written. Try --precision fp32")
+        return output_columns(chunk, self.clf.labels, probs)
 
 
-def _chain(first: pd.DataFrame, rest: object) -> object:
+def blank_rows(df: pd.DataFrame, text_col: str) -> int:
+    return sum(1 for t in df[text_col].astype(str).tolist() if not t.strip())
+
+
+def _local_outputs(run: ChunkPredictor, first: pd.DataFrame, rest: Iterator[pd.DataFrame]) -> Outputs:
+    def outputs(on_batch: Callable[[int], None]) -> Iterator[pd.DataFrame]:
+        for chunk in _chain(first, rest):
+            yield run(chunk, on_batch)
+
+    return outputs
+
+
+def _chain(first: pd.DataFrame, rest: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     yield first
-    yield from rest  # type: ignore[misc]
+    yield from rest

@@ -175,7 +175,7 @@ def test_writer_writes_a_header_for_an_empty_frame():
     ("df", "message"),
     [
         (pd.DataFrame({"text": ["ok", "a\x00b"]}), r"row 2, column 'text'.*NUL"),
-        (pd.DataFrame({"text": ["\ud800"]}), r"row 1, column 'text'.*surrogate"),
+        (pd.DataFrame({"text": ["\ud800"]}, dtype=object), r"row 1, column 'text'.*surrogate"),
         (pd.DataFrame([["a", "b"]], columns=["x", "x"]), r"repeats column name\(s\) 'x' \(columns 1, 2\)"),
         (pd.DataFrame({"": ["a"]}), "column 1 of the header has no name"),
         (pd.DataFrame({"\ufeffid": ["a"]}), "byte-order mark"),
