@@ -170,3 +170,22 @@ def test_without_safetensors_it_loads_the_model_and_reads_the_same(artifacts, mo
     loaded = inspect_artifact(InspectArgs(artifact=art))
     assert loaded["backbone"]["embeddings_from"] == "model" and direct["backbone"]["embeddings_from"] == "safetensors"
     assert loaded["prompts"] == direct["prompts"]
+
+
+def test_gguf_backbone_is_read_from_its_cached_conversion(models, review_files, tmp_path, monkeypatch):
+    import tiny
+
+    from ptcli.gguf import sha256_file
+
+    monkeypatch.setenv("PTCLI_CACHE", str(tmp_path / "cache"))
+    gguf = tiny.write_gguf(models["qwen2"], tmp_path / "tiny-qwen2.gguf")
+    art = train_artifact(gguf, tmp_path / "art", review_files, epochs=1)
+    converted = tmp_path / "cache" / "gguf" / sha256_file(gguf)
+    report = inspect_json(art)
+    assert report["backbone"]["gguf_sha256"] == converted.name
+    assert (report["backbone"]["read_from"], report["backbone"]["embeddings_from"]) == (str(converted), "safetensors")
+    shutil.rmtree(converted)  # no cached copy: the GGUF is converted again, as predict would
+    assert inspect_json(art)["prompts"] == report["prompts"]
+    shutil.rmtree(converted)
+    gguf.unlink()  # neither the file nor its conversion: the summary alone
+    assert inspect_json(art)["prompts"] is None
