@@ -114,7 +114,8 @@ def _curve(report: dict[str, Any]) -> Table:
     acc = [h["dev_accuracy"] for h in history]
     caption = (f"dev accuracy {sparkline(acc)}   train loss {sparkline([h['train_loss'] for h in history])}   "
                f"dev loss {sparkline([h['dev_loss'] for h in history])}")
-    table = Table(title="training curve (* = kept)", caption=caption)
+    kept = "* = kept" if best else "kept: epoch 0, the untrained prompts"
+    table = Table(title=f"training curve ({kept})", caption=caption)
     for col in ("epoch", "train loss", "dev loss", "dev accuracy", ""):
         table.add_column(col, justify="left" if not col else "right")
     for h in history:
