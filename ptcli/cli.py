@@ -301,7 +301,9 @@ def eval_(
 def export_prompts(
     artifact: Annotated[Path, typer.Argument(help="artifact directory from ptcli train")],
     output: Annotated[Path, typer.Option("--output", "-o", help="output file")],
-    format: Annotated[str | None, typer.Option("--format", help="safetensors, npy (+ .json sidecar) or json")] = None,
+    format: Annotated[str | None, typer.Option(
+        "--format", help="safetensors, npy (+ .json sidecar), json, or peft (a PEFT P-tuning adapter directory for "
+        "causal LMs, templates with every [P] first)")] = None,
     json_: Json = False,
 ) -> None:
     """Write the frozen prompt vectors [m, H] with the template and backbone identity."""
@@ -311,6 +313,25 @@ def export_prompts(
 
         info = export(ExportArgs(artifact=artifact, output=output, format=format))
         _print_json(info) if json_ else typer.echo("\n".join(info["written"]))
+
+    _run(go)
+
+
+@app.command(name="inspect", epilog="Example: ptcli inspect reviews-artifact --top 10")
+def inspect_(
+    artifact: Annotated[Path, typer.Argument(help="artifact directory from ptcli train")],
+    top: Annotated[int, typer.Option(help="nearest vocabulary tokens shown for each [P]")] = 5,
+    model: Model = None,
+    json_: Json = False,
+) -> None:
+    """Template, labels, backbone, training record and curve, and each learned [P] read as its nearest tokens."""
+
+    def go() -> None:
+        from ptcli.inspect_view import print_inspection
+        from ptcli.inspection import InspectArgs, inspect_artifact
+
+        report = inspect_artifact(InspectArgs(artifact=artifact, model=model, top=top))
+        _print_json(report) if json_ else print_inspection(report)
 
     _run(go)
 

@@ -14,7 +14,7 @@ from ptcli import artifact
 from ptcli.errors import UsageError
 from ptcli.outputs import atomic_file, check_output_file
 
-EXPORT_FORMATS = ("safetensors", "npy", "json")
+EXPORT_FORMATS = ("safetensors", "npy", "json", "peft")
 
 
 @dataclass
@@ -37,6 +37,10 @@ def export(args: ExportArgs) -> dict[str, Any]:
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     art = artifact.load(args.artifact)
+    if fmt == "peft":  # a directory, not a file
+        from ptcli.peft_export import export_peft
+
+        return export_peft(art, args.output, _identity(art))
     outputs = [args.output]
     if fmt == "npy":
         outputs.append(args.output.with_suffix(args.output.suffix + ".json"))
