@@ -108,7 +108,8 @@ def tables(draw: st.DrawFn) -> pd.DataFrame:
     names = draw(st.lists(st.text(alphabet=chars, min_size=1, max_size=6).filter(str.strip),
                           min_size=1, max_size=4, unique=True))
     rows = draw(st.lists(st.lists(cells, min_size=len(names), max_size=len(names)), max_size=6))
-    return pd.DataFrame(rows, columns=pd.Index(names, dtype=object), dtype=object)  # object: Arrow strings reject surrogates
+    # object dtype: with pyarrow installed, pandas 3 stores str in Arrow, which rejects surrogates
+    return pd.DataFrame(rows, columns=pd.Index(names, dtype=object), dtype=object)
 
 
 def unwritable(df: pd.DataFrame, fmt: str) -> bool:
