@@ -174,10 +174,12 @@ def _main(
              "templates/review_zh.verbalizer.json -o reviews-artifact")
 def train(
     data: Annotated[Path, typer.Argument(help="labeled rows: .csv, .tsv or .jsonl")],
-    template: Annotated[Path, typer.Option(help="template file: [P] prompt tokens, [MASK] label slot, <text> input")],
+    template: Annotated[Path, typer.Option(help="template file ([P] prompt tokens, [MASK] label slot, <text> input) "
+                                                "or a shipped template's name, e.g. review_zh (see ptcli templates)")],
     model: Annotated[str, typer.Option(help="hub id, local model directory or .gguf file")] = "bert-base-chinese",
     gguf_file: Annotated[str | None, typer.Option(help="GGUF file inside --model when that is a directory")] = None,
-    verbalizer: Annotated[Path | None, typer.Option(help='JSON {"label": "word"} or {"label": ["w1", "w2"]}')] = None,
+    verbalizer: Annotated[Path | None, typer.Option(help='JSON {"label": "word"} or {"label": ["w1", "w2"]}; '
+                                                    "default: a shipped template's own, else the labels")] = None,
     dev: Annotated[Path | None, typer.Option(help="labeled dev rows; default: hold out part of DATA")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="artifact directory")] = None,
     format: Format = None,
@@ -202,6 +204,7 @@ def train(
     """Train P-tuning prompts on labeled rows; writes an artifact directory."""
 
     def go() -> None:
+        from ptcli.shipped import resolve
         from ptcli.train import TrainArgs
         from ptcli.train import train as run_train
 
@@ -210,6 +213,7 @@ def train(
                          label_col=label_col, encoder=encoder, epochs=epochs, batch_size=batch_size, lr=lr,
                          patience=patience, dev_fraction=dev_fraction, seed=seed, device=device, precision=precision,
                          max_length=max_length, tune_backbone=tune_backbone, backbone_lr=backbone_lr, resume=resume)
+        args.template, args.verbalizer = resolve(template, verbalizer)  # shipped templates by name
         result = run_train(args)
         if json_:
             _print_json(result.to_dict())
@@ -332,6 +336,24 @@ def inspect_(
 
         report = inspect_artifact(InspectArgs(artifact=artifact, model=model, top=top))
         _print_json(report) if json_ else print_inspection(report)
+
+    _run(go)
+
+
+@app.command(name="templates", epilog="Example: ptcli train reviews.csv --template review_zh -o reviews-artifact")
+def templates_(json_: Json = False) -> None:
+    """List the shipped templates: name, backbone kind (masked/causal) and purpose; use one with --template NAME."""
+
+    def go() -> None:
+        from ptcli.shipped import catalog
+
+        shipped = catalog()
+        if json_:
+            _print_json([s.to_dict() for s in shipped])
+            return
+        width = max((len(s.name) for s in shipped), default=0)
+        for s in shipped:
+            typer.echo(f"{s.name:<{width}}  {s.kind:<6}  {s.purpose}")
 
     _run(go)
 
