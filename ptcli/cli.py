@@ -238,6 +238,9 @@ def predict(
     device: Device = "auto",
     precision: Precision = "auto",
     model: Model = None,
+    abstain_below: Annotated[float | None, typer.Option(
+        metavar="P", help="leave pred empty, with abstained=true, where the confidence is below P (0-1); every row "
+        "and its probabilities are still written")] = None,
     json_: Json = False,
     ray: Annotated[str | None, typer.Option(
         "--ray", metavar="[ADDRESS]", help="predict on Ray Data actors: --ray alone starts a local Ray (or joins "
@@ -260,7 +263,7 @@ def predict(
         result = run_predict(PredictArgs(artifact=artifact, input=input, output=output, text_col=text_col,
                                          text_b_col=text_b_col, format=format, batch_size=batch_size, device=device,
                                          precision=precision, model=model, json=json_, ray=ray,
-                                         workers=workers or 1, threads=threads or 1))
+                                         workers=workers or 1, threads=threads or 1, abstain_below=abstain_below))
         summary = {"rows": result.rows, "seconds": round(result.seconds, 3),
                    "rows_per_second": round(result.rows_per_second, 2), "output": result.output}
         if output is not None:
@@ -273,10 +276,35 @@ def predict(
     _run(go)
 
 
-@app.command(name="eval", epilog="Example: ptcli eval reviews-artifact test.csv --json")
+def _eval_paths(artifact: Path | None, data: Path | None, predictions: Path | None) -> tuple[Path | None, Path | None]:
+    """`eval ARTIFACT DATA`, or with --predictions `eval [DATA]` (then the one positional is DATA): (artifact, data)."""
+    from ptcli.errors import UsageError
+
+    paths = [p for p in (artifact, data) if p is not None]
+    if predictions is None:
+        if len(paths) != 2:
+            raise UsageError("eval takes ARTIFACT DATA (an artifact directory and labeled rows), or --predictions "
+                             "PRED [DATA] to score a predictions file without a model")
+        return paths[0], paths[1]
+    if len(paths) > 1:
+        raise UsageError(f"--predictions {predictions}: scores the file without a model; give only the labeled rows "
+                         f"(ptcli eval --predictions PRED [DATA]), not {' '.join(map(str, paths))}")
+    return None, (paths[0] if paths else None)
+
+
+@app.command(name="eval", epilog="Examples: ptcli eval reviews-artifact test.csv --json;  "
+             "ptcli eval --predictions predictions.csv test.csv --errors 10")
 def eval_(
-    artifact: Annotated[Path, typer.Argument(help="artifact directory from ptcli train")],
-    data: Annotated[Path, typer.Argument(help="labeled rows: .csv, .tsv or .jsonl")],
+    artifact: Annotated[Path | None, typer.Argument(
+        metavar="ARTIFACT", show_default=False, help="artifact directory from ptcli train; not with --predictions")
+    ] = None,
+    data: Annotated[Path | None, typer.Argument(
+        metavar="DATA", show_default=False, help="labeled rows (.csv, .tsv or .jsonl); with --predictions it may be "
+        "left out when the predictions file still has the label column")] = None,
+    predictions: Annotated[Path | None, typer.Option(
+        metavar="PRED", help="score this file from ptcli predict (pred, prob_<label> columns); loads no model")] = None,
+    id_col: Annotated[str | None, typer.Option(
+        help="with --predictions DATA: join the two files by this column (unique ids) instead of row order")] = None,
     text_col: Annotated[str | None, typer.Option(help="input text column (default: as in training)")] = None,
     text_b_col: Annotated[str | None, typer.Option(help="second text column (default: as in training)")] = None,
     label_col: Annotated[str | None, typer.Option(help="label column (default: as in training)")] = None,
@@ -285,17 +313,23 @@ def eval_(
     device: Device = "auto",
     precision: Precision = "auto",
     model: Model = None,
+    abstain_below: Annotated[float | None, typer.Option(
+        metavar="P", help="also report coverage and accuracy on the rows whose confidence is at least P (0-1)")] = None,
+    errors: Annotated[int, typer.Option(metavar="N", help="list the N most confident mistakes")] = 0,
     json_: Json = False,
 ) -> None:
-    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix on labeled rows."""
+    """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix, calibration (ECE, reliability bins) and
+    selective accuracy on labeled rows."""
 
     def go() -> None:
         from ptcli.evaluate import EvalArgs, evaluate
         from ptcli.report import print_report
 
-        report = evaluate(EvalArgs(artifact=artifact, data=data, text_col=text_col, text_b_col=text_b_col,
+        art, labeled = _eval_paths(artifact, data, predictions)
+        report = evaluate(EvalArgs(artifact=art, data=labeled, text_col=text_col, text_b_col=text_b_col,
                                    label_col=label_col, format=format, batch_size=batch_size, device=device,
-                                   precision=precision, model=model))
+                                   precision=precision, model=model, predictions=predictions, id_col=id_col,
+                                   abstain_below=abstain_below, errors=errors))
         _print_json(report) if json_ else print_report(report)
 
     _run(go)

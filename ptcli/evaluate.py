@@ -1,4 +1,7 @@
-"""Evaluation: score an artifact on labeled rows (accuracy, macro-F1, per-class P/R/F1, confusion matrix)."""
+"""Evaluation: score labeled rows, with an artifact (running its model) or from a predictions file `ptcli predict`
+wrote (no model loaded). Both paths give the same report: accuracy, macro-F1, per-class P/R/F1, the confusion
+matrix, calibration (ECE, reliability bins), selective accuracy and, on request, abstention and the most confident
+mistakes (see ptcli.calibration for the definitions)."""
 
 from __future__ import annotations
 
@@ -6,19 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ptcli import artifact
-from ptcli.checks import check_batch_size
-from ptcli.classifier import Classifier
-from ptcli.console import progress
-from ptcli.data import read_labeled
-from ptcli.errors import PtcliError
-from ptcli.metrics import classification_report
+import numpy as np
+
+from ptcli import calibration
+from ptcli.checks import check_at_least, check_batch_size
+from ptcli.errors import PtcliError, UsageError
+from ptcli.metrics import Scored, classification_report
+
+ERROR_TEXT_WIDTH = 60
 
 
 @dataclass
 class EvalArgs:
-    artifact: Path
-    data: Path
+    artifact: Path | None  # None with `predictions`: no model is loaded
+    data: Path | None  # labeled rows; None when `predictions` holds the label column
     text_col: str | None = None
     text_b_col: str | None = None
     label_col: str | None = None
@@ -27,10 +31,45 @@ class EvalArgs:
     device: str = "auto"
     precision: str = "auto"
     model: str | None = None
+    predictions: Path | None = None  # a file `ptcli predict` wrote: score it instead of running a model
+    id_col: str | None = None  # join `predictions` to `data` by this column instead of by row order
+    abstain_below: float | None = None  # also report coverage and accuracy keeping rows with confidence >= this
+    errors: int = 0  # list this many of the most confident mistakes
+
+
+def _check(args: EvalArgs) -> None:
+    check_batch_size(args.batch_size)
+    calibration.check_threshold(args.abstain_below)
+    check_at_least("errors", args.errors, low=0)
+    if args.predictions is None:
+        if args.artifact is None or args.data is None:
+            raise UsageError("eval needs an artifact and labeled rows (ptcli eval ARTIFACT DATA), or a predictions "
+                             "file (ptcli eval --predictions PRED [DATA])")
+        if args.id_col:
+            raise UsageError("--id-col joins a --predictions file to the labeled rows; it needs --predictions")
+    elif args.artifact is not None:
+        raise UsageError(f"--predictions {args.predictions}: scores a predictions file without a model; drop the "
+                         f"artifact {args.artifact}, or drop --predictions to run the model")
 
 
 def evaluate(args: EvalArgs) -> dict[str, Any]:
-    check_batch_size(args.batch_size)
+    _check(args)
+    scored = _from_predictions(args) if args.predictions is not None else _from_model(args)
+    report = build_report(scored, args.abstain_below, args.errors)
+    report["data"] = str(args.data if args.data is not None else args.predictions)
+    report["artifact"] = str(args.artifact) if args.artifact is not None else None
+    if args.predictions is not None:
+        report["predictions"] = str(args.predictions)
+    return report
+
+
+def _from_model(args: EvalArgs) -> Scored:
+    # Imported here: the --predictions path needs neither torch nor the artifact code.
+    from ptcli import artifact
+    from ptcli.classifier import Classifier
+    from ptcli.console import progress
+    from ptcli.data import read_labeled
+
     art = artifact.load(args.artifact)
     cols = art.meta.columns
     text_col, label_col = args.text_col or cols.text, args.label_col or cols.label
@@ -46,7 +85,34 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
         task = bar.add_task("evaluating", total=len(rows))
         probs = clf.predict_proba(rows, prompts, args.batch_size, lambda n: bar.advance(task, n))
     index = {label: i for i, label in enumerate(clf.labels)}
-    report = classification_report([index[v] for v in df[label_col]], probs.argmax(1).tolist(), clf.labels)
-    report["data"] = str(args.data)
-    report["artifact"] = str(args.artifact)
+    return Scored(labels=list(clf.labels), gold=np.array([index[v] for v in df[label_col]], dtype=np.int64),
+                  pred=probs.argmax(1), probs=probs, texts=df[text_col].tolist())
+
+
+def _from_predictions(args: EvalArgs) -> Scored:
+    from ptcli.predictions import Sources, read_scored
+
+    return read_scored(Sources(predictions=args.predictions, labeled=args.data, label_col=args.label_col or "label",
+                               text_col=args.text_col or "text", id_col=args.id_col, format=args.format))
+
+
+def one_line(text: str, width: int = ERROR_TEXT_WIDTH) -> str:
+    """`text` on one line (whitespace runs as one space), cut to `width` characters with an ellipsis."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def build_report(scored: Scored, abstain_below: float | None = None, errors: int = 0) -> dict[str, Any]:
+    report = classification_report(scored.gold.tolist(), scored.pred.tolist(), scored.labels)
+    confidence, correct = scored.confidence, scored.correct
+    bins = calibration.reliability(confidence, correct)
+    report["ece"] = calibration.ece(bins)
+    report["reliability"] = bins
+    report["selective"] = calibration.selective(confidence, correct)
+    if abstain_below is not None:
+        report["abstain"] = calibration.abstention(confidence, correct, abstain_below)
+    if errors:
+        report["errors"] = [{"row": i + 1, "text": one_line(scored.texts[i]), "gold": scored.labels[scored.gold[i]],
+                             "pred": scored.labels[scored.pred[i]], "confidence": float(confidence[i])}
+                            for i in calibration.confident_mistakes(confidence, correct, errors)]
     return report

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 # A dense confusion matrix is n² cells: fine for a few hundred labels, gigabytes for 10,000 intents.
 MAX_CONFUSION_LABELS = 200
+
+
+@dataclass
+class Scored:
+    """Labeled rows with what a classifier said about them: from a model run or read back from a predictions file."""
+
+    labels: list[str]
+    gold: np.ndarray  # [n] index into labels
+    pred: np.ndarray  # [n] index into labels
+    probs: np.ndarray  # [n, len(labels)]
+    texts: list[str]  # the input text per row ("" when unknown), for listing mistakes
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.probs.max(axis=1) if len(self.probs) else np.zeros(0)
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.gold == self.pred
 
 
 def classification_report(y_true: list[int], y_pred: list[int], labels: list[str]) -> dict[str, Any]:

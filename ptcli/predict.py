@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from ptcli import artifact
+from ptcli.calibration import check_threshold
 from ptcli.checks import check_batch_size
 from ptcli.classifier import Classifier
 from ptcli.console import progress, warn
@@ -26,6 +27,7 @@ from ptcli.errors import PtcliError
 from ptcli.outputs import atomic_file, check_output_file
 
 ADDED = ("pred", "confidence")
+ABSTAINED = "abstained"  # added with --abstain-below: true where pred was left empty
 # Output frames in input order, told how to report progress (rows scored so far).
 Outputs = Callable[[Callable[[int], None]], Iterator[pd.DataFrame]]
 
@@ -47,6 +49,7 @@ class PredictArgs:
     ray: str | None = None  # run on Ray Data: "" for a local Ray (or $RAY_ADDRESS), else the cluster address
     workers: int = 1  # Ray actors, each with its own copy of the model
     threads: int = 1  # torch threads per Ray actor
+    abstain_below: float | None = None  # leave pred empty (abstained=true) where confidence < this
 
 
 @dataclass
@@ -74,6 +77,7 @@ def output_columns(df: pd.DataFrame, labels: list[str], probs: np.ndarray) -> pd
 def predict(args: PredictArgs) -> PredictResult:
     started = time.perf_counter()
     check_batch_size(args.batch_size)
+    check_threshold(args.abstain_below)
     art = artifact.load(args.artifact)
     text_col = args.text_col or art.meta.columns.text
     text_b_col = args.text_b_col or art.meta.columns.text_b
@@ -88,7 +92,8 @@ def predict(args: PredictArgs) -> PredictResult:
     first = next(chunks)  # fails on an unreadable input before the backbone is loaded
     needed = {text_col: "--text-col", **({text_b_col: "--text-b-col"} if text_b_col else {})}
     require_columns(first, args.input, needed)
-    clashes = [c for c in [*ADDED, *(f"prob_{lab}" for lab in art.labels)] if c in first.columns]
+    added = [*ADDED, *([ABSTAINED] if args.abstain_below is not None else []), *(f"prob_{lab}" for lab in art.labels)]
+    clashes = [c for c in added if c in first.columns]
     if clashes:
         raise PtcliError(f"{args.input}: already has column(s) {', '.join(clashes)} that predict adds; rename or drop "
                          "them (is this a predictions file?)")
@@ -109,6 +114,8 @@ def predict(args: PredictArgs) -> PredictResult:
         with progress() as bar:
             task = bar.add_task("predicting", total=None)
             for out in outputs(lambda k: bar.advance(task, k)):
+                if args.abstain_below is not None:
+                    out = abstain(out, args.abstain_below)
                 if len(out) or writer.header:  # a header-only input still gets its header, added columns too
                     writer.write(out)
                 rows += len(out)
@@ -144,6 +151,16 @@ class ChunkPredictor:
             raise PtcliError(f"the backbone produced NaN or infinite scores for data row(s) "
                              f"{', '.join(map(str, bad))} (0-based); nothing was written. Try --precision fp32")
         return output_columns(chunk, self.clf.labels, probs)
+
+
+def abstain(out: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """--abstain-below: `pred` left empty where the confidence is below `threshold`, and a boolean `abstained`
+    column right after `confidence`. Applied to the output frames, so the local and the Ray paths both get it."""
+    below = out["confidence"].to_numpy(dtype=np.float64) < threshold
+    out = out.copy()
+    out["pred"] = out["pred"].where(~below, "")
+    out.insert(out.columns.get_loc("confidence") + 1, ABSTAINED, below.tolist())
+    return out
 
 
 def blank_rows(df: pd.DataFrame, text_col: str) -> int:
