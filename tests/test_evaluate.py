@@ -174,6 +174,14 @@ def test_eval_predictions_equals_eval(model_report, preds, labeled, fmt, monkeyp
         assert alone["ece"] == pytest.approx(model_report["ece"], abs=1e-12)  # JSON keeps every digit
 
 
+def test_eval_predictions_of_an_abstaining_predict(art, labeled, model_report, tmp_path):
+    """Abstained rows have no pred: they are scored by their top probability, so nothing changes."""
+    assert invoke("predict", art, labeled, "-o", tmp_path / "a.jsonl", "--abstain-below", 1, "--device", "cpu"
+                  ).exit_code == 0
+    report = eval_json("--predictions", tmp_path / "a.jsonl", "--abstain-below", 0.55, "--errors", 5)
+    assert_same_report(report, model_report)
+
+
 def test_eval_predictions_joined_by_id(model_report, preds, labeled, tmp_path):
     shuffled = read(preds["csv"]).drop(columns=["label"]).sample(frac=1, random_state=0)
     shuffled.to_csv(tmp_path / "shuffled.csv", index=False)
