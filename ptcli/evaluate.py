@@ -50,6 +50,8 @@ def _check(args: EvalArgs) -> None:
     elif args.artifact is not None:
         raise UsageError(f"--predictions {args.predictions}: scores a predictions file without a model; drop the "
                          f"artifact {args.artifact}, or drop --predictions to run the model")
+    elif args.model is not None:
+        raise UsageError(f"--model {args.model}: --predictions loads no model; drop --model")
 
 
 def evaluate(args: EvalArgs) -> dict[str, Any]:

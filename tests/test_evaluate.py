@@ -225,3 +225,4 @@ def test_eval_cli_shape(art, preds, labeled):
     assert_clean_error(invoke("eval", art, labeled, "--id-col", "id"), 2, "--id-col")
     assert_clean_error(invoke("eval", "--predictions", preds["csv"], "--id-col", "id"), 2, "--id-col")
     assert_clean_error(invoke("eval", art, labeled, "--errors", -1), 2, "--errors")
+    assert_clean_error(invoke("eval", "--predictions", preds["csv"], "--model", art), 2, "loads no model")
