@@ -316,20 +316,27 @@ def eval_(
     abstain_below: Annotated[float | None, typer.Option(
         metavar="P", help="also report coverage and accuracy on the rows whose confidence is at least P (0-1)")] = None,
     errors: Annotated[int, typer.Option(metavar="N", help="list the N most confident mistakes")] = 0,
+    plots: Annotated[Path | None, typer.Option(
+        metavar="DIR", help="also write confusion.png and reliability.png into DIR (needs ptcli[plots])")] = None,
     json_: Json = False,
 ) -> None:
     """Accuracy, macro-F1, per-class precision/recall/F1, confusion matrix, calibration (ECE, reliability bins) and
     selective accuracy on labeled rows."""
 
     def go() -> None:
+        from ptcli import plots as pictures
         from ptcli.evaluate import EvalArgs, evaluate
         from ptcli.report import print_report
 
+        if plots is not None:
+            pictures.check_directory(plots)  # before any model is loaded
         art, labeled = _eval_paths(artifact, data, predictions)
         report = evaluate(EvalArgs(artifact=art, data=labeled, text_col=text_col, text_b_col=text_b_col,
                                    label_col=label_col, format=format, batch_size=batch_size, device=device,
                                    precision=precision, model=model, predictions=predictions, id_col=id_col,
                                    abstain_below=abstain_below, errors=errors))
+        if plots is not None:
+            report["plots"] = [str(p) for p in pictures.report_pictures(report, plots)]
         _print_json(report) if json_ else print_report(report)
 
     _run(go)

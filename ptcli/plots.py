@@ -149,3 +149,31 @@ def _save(fig: Any, path: Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+CONFUSION, RELIABILITY = "confusion.png", "reliability.png"
+
+
+def check_directory(directory: Path) -> None:
+    """`eval --plots DIR`: DIR may exist (as a directory) or be created in an existing, writable parent."""
+    from ptcli.outputs import check_output_dir
+
+    if not available():
+        raise PtcliError("--plots needs matplotlib: pip install 'ptcli[plots]'")
+    if directory.exists() and not directory.is_dir():
+        raise PtcliError(f"{directory}: exists and is not a directory; choose another --plots DIR")
+    if not directory.exists():
+        check_output_dir(directory, option="--plots DIR")
+
+
+def report_pictures(report: dict[str, Any], directory: Path) -> list[Path]:
+    """The eval report's confusion matrix (when it has one) and reliability diagram as PNG files in `directory`."""
+    directory.mkdir(exist_ok=True)
+    written = []
+    if report.get("confusion") is not None:
+        written.append(confusion(report["labels"], report["confusion"], directory / CONFUSION))
+    if report.get("reliability"):
+        bins = [{**b, "count": b["count"] or 0, "confidence": b.get("confidence") or 0.0,
+                 "accuracy": b.get("accuracy") or 0.0} for b in report["reliability"]]
+        written.append(reliability(bins, float(report["ece"]), directory / RELIABILITY))
+    return written

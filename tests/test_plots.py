@@ -37,3 +37,23 @@ def test_confusion_and_reliability_pictures(tmp_path):
     plots.reliability(bins, 0.05, tmp_path / "r.png")
     for name in ("c.png", "r.png"):
         assert (tmp_path / name).stat().st_size > 5000
+
+
+def test_eval_plots_writes_confusion_and_reliability(models, review_files, tmp_path):
+    from test_cli import assert_clean_error, invoke
+
+    art = tmp_path / "art"
+    assert invoke("train", review_files["train"], "--template", review_files["template"], "--model", models["bert"],
+                  "--verbalizer", review_files["verbalizer"], "-o", art, "--epochs", 1, "--device", "cpu"
+                  ).exit_code == 0
+    result = invoke("eval", art, review_files["test"], "--plots", tmp_path / "pics", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.stderr
+    for name in ("confusion.png", "reliability.png"):
+        assert (tmp_path / "pics" / name).read_bytes()[:4] == b"\x89PNG"
+    pred = tmp_path / "pred.csv"
+    assert invoke("predict", art, review_files["test"], "-o", pred, "--device", "cpu").exit_code == 0
+    again = invoke("eval", "--predictions", pred, "--plots", tmp_path / "pics2", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert (tmp_path / "pics2" / "reliability.png").is_file()
+    (tmp_path / "afile").write_text("x")
+    assert_clean_error(invoke("eval", art, review_files["test"], "--plots", tmp_path / "afile"), 1, "not a directory")
