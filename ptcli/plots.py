@@ -80,6 +80,9 @@ def training_curve(history: Sequence[dict[str, float]], best_epoch: int, untrain
     loss_ax.plot(epochs[1:], [h["train_loss"] for h in history], "o-", color="tab:blue", label="train loss")
     loss_ax.plot(epochs, dev_loss, "s--", color="tab:orange", label="dev loss")
     loss_ax.set_xlabel("epoch (0 = untrained prompts)")
+    from matplotlib.ticker import MaxNLocator
+
+    loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     loss_ax.set_ylabel("loss")
     acc_ax = loss_ax.twinx()
     acc_ax.plot(epochs, dev_acc, "^-", color="tab:green", label="dev accuracy")
