@@ -247,6 +247,25 @@ class Artifact:
     def tuned_backbone(self) -> Path | None:
         return self.path / BACKBONE_DIR if self.meta.training.tune_backbone else None
 
+    def backbone_source(self, model: str | None = None) -> tuple[str, str | None, str | None]:
+        """Where its backbone is now: (hub id or path, GGUF file inside that directory, hub revision to pin).
+
+        `model` is where the user says it moved. A tuned backbone lives in the artifact; a local directory that is no
+        longer at the name it was trained under is looked for at its recorded absolute path. A hub model is pinned to
+        the commit it was trained on; a moved or tuned one is recognised by its fingerprint instead.
+        """
+        info = self.meta.backbone
+        name = model or info.name
+        gguf_file = info.gguf_file if model is None else None
+        if self.tuned_backbone is not None:
+            name, gguf_file = str(self.tuned_backbone), None
+        elif model is None and info.local_path and not Path(name).exists() and not info.gguf_sha256:
+            name = info.local_path
+        if gguf_file and Path(name).name == gguf_file:
+            gguf_file = None
+        revision = info.revision if name == info.name and self.tuned_backbone is None else None
+        return name, gguf_file, revision
+
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:

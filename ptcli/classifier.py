@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -82,17 +81,7 @@ class Classifier:
     def from_artifact(cls, art: Artifact, device: str = "auto", precision: str = "auto",
                       model: str | None = None) -> tuple[Classifier, torch.Tensor]:
         """Rebuild the classifier an artifact was trained with, refusing a different backbone."""
-        info = art.meta.backbone
-        name = model or info.name
-        gguf_file = info.gguf_file if model is None else None
-        if art.tuned_backbone is not None:
-            name, gguf_file = str(art.tuned_backbone), None
-        elif model is None and info.local_path and not Path(name).exists() and not info.gguf_sha256:
-            name = info.local_path
-        if gguf_file and Path(name).name == gguf_file:
-            gguf_file = None
-        # A hub model is pinned to the commit it was trained on; a moved or tuned backbone is checked by fingerprint.
-        revision = info.revision if name == info.name and art.tuned_backbone is None else None
+        name, gguf_file, revision = art.backbone_source(model)
         backbone = load_backbone(name, device=device, precision=precision, gguf_file=gguf_file, revision=revision)
         return cls.for_artifact(art, backbone)
 

@@ -57,17 +57,9 @@ def find_vocabulary(art: Artifact, model: str | None = None) -> Vocabulary | Non
 
 
 def _locate(art: Artifact, model: str | None) -> _Where:
-    # Mirrors Classifier.from_artifact, so inspect reads the very backbone predict would use.
+    # The same place Classifier.from_artifact looks, so inspect reads the very backbone predict would use.
     info = art.meta.backbone
-    name = model or info.name
-    gguf_file = info.gguf_file if model is None else None
-    if art.tuned_backbone is not None:
-        name, gguf_file = str(art.tuned_backbone), None
-    elif model is None and info.local_path and not Path(name).exists() and not info.gguf_sha256:
-        name = info.local_path
-    if gguf_file and Path(name).name == gguf_file:
-        gguf_file = None
-    revision = info.revision if name == info.name and art.tuned_backbone is None else None
+    name, gguf_file, revision = art.backbone_source(model)
     is_gguf = gguf_file is not None or name.lower().endswith(".gguf")
     path = Path(name) / gguf_file if gguf_file else Path(name)
     recorded_local = model is None and (info.local_path is not None or art.tuned_backbone is not None)
