@@ -83,12 +83,21 @@ def _from_model(args: EvalArgs) -> Scored:
                          f"({', '.join(map(repr, art.labels))})")
     clf, prompts = Classifier.from_artifact(art, args.device, args.precision, args.model)
     rows = clf.encode(df[text_col].tolist(), df[text_b_col].tolist() if text_b_col else None)
+    # Slices of rows keep [rows × labels] probabilities bounded however many labels there are; only each row's
+    # prediction and confidence are kept.
+    step = max(args.batch_size, 4_000_000 // len(clf.labels))
+    pred, confidence = [], []
     with progress() as bar:
         task = bar.add_task("evaluating", total=len(rows))
-        probs = clf.predict_proba(rows, prompts, args.batch_size, lambda n: bar.advance(task, n))
+        for start in range(0, len(rows), step):
+            probs = clf.predict_proba(rows[start : start + step], prompts, args.batch_size,
+                                      lambda n: bar.advance(task, n))
+            pred.append(probs.argmax(1))
+            confidence.append(probs.max(1))
     index = {label: i for i, label in enumerate(clf.labels)}
     return Scored(labels=list(clf.labels), gold=np.array([index[v] for v in df[label_col]], dtype=np.int64),
-                  pred=probs.argmax(1), probs=probs, texts=df[text_col].tolist())
+                  pred=np.concatenate(pred) if pred else np.zeros(0, dtype=np.int64),
+                  confidence=np.concatenate(confidence) if confidence else np.zeros(0), texts=df[text_col].tolist())
 
 
 def _from_predictions(args: EvalArgs) -> Scored:

@@ -156,4 +156,5 @@ def read_scored(src: Sources) -> Scored:
     probs = probabilities(pred, labels, src.predictions)
     texts = next((df[src.text_col].tolist() for df in (gold, pred) if src.text_col in df.columns), [""] * len(pred))
     return Scored(labels=labels, gold=_gold_labels(gold, labels, src, where),
-                  pred=predicted(pred, labels, probs, src.predictions), probs=probs, texts=texts)
+                  pred=predicted(pred, labels, probs, src.predictions),
+                  confidence=probs.max(axis=1) if len(probs) else np.zeros(0), texts=texts)

@@ -90,7 +90,7 @@ def _scored() -> Scored:
         probs[i] = (1 - c) / 2
         probs[i, p] = c
     texts = ["好评\n第二行", "x" * 100, "c", "d", "e", "f", "g"]
-    return Scored(labels=labels, gold=gold, pred=pred, probs=probs, texts=texts)
+    return Scored(labels=labels, gold=gold, pred=pred, confidence=probs.max(axis=1), texts=texts)
 
 
 def test_build_report_keeps_the_old_keys_and_adds_calibration():
