@@ -17,9 +17,6 @@ place, so an interrupted run leaves nothing half-written.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from ptcli.encoder import ENCODERS, EncoderConfig
 from ptcli.errors import PtcliError
-from ptcli.outputs import apply_umask, check_output_dir
+from ptcli.outputs import atomic_directory, check_output_dir
 from ptcli.template import Template
 
 FORMAT = "ptcli-artifact"
@@ -319,8 +316,7 @@ def save(
     target = Path(target)
     check_target(target)
     meta.check(str(target / META))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with atomic_directory(target, "the artifact") as tmp:
         (tmp / META).write_text(meta.to_json(), encoding="utf-8")
         save_file({"prompt_embeddings": prompts.detach().float().cpu().contiguous()}, str(tmp / PROMPTS),
                   metadata={"format": FORMAT, "template": meta.template.text, "backbone": meta.backbone.name,
@@ -329,18 +325,4 @@ def save(
         (tmp / CARD).write_text(card, encoding="utf-8")
         if extra is not None:
             extra(tmp)
-        apply_umask(tmp)  # mkdtemp makes it 0700: an artifact is meant to be shared like any file the user writes
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise PtcliError(f"{target}: cannot write the artifact ({e.strerror or e}); nothing was written") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

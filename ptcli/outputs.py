@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,4 +95,27 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator[IO]:
         raise PtcliError(f"{path}: cannot write it ({e.strerror or e}); nothing was written") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path, what: str = "the output") -> Iterator[Path]:
+    """Fill a temporary sibling of `target` in the block; it replaces `target` (an older one is moved aside and
+    removed) only once the block completes, with the umask's modes. On any error, Ctrl-C or SIGTERM nothing is left."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        apply_umask(tmp)  # mkdtemp makes it 0700: what ptcli writes is meant to be shared like any other file
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise PtcliError(f"{target}: cannot write {what} ({e.strerror or e}); nothing was written") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise

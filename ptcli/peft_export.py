@@ -24,9 +24,6 @@ Masked LMs are refused: PEFT has no masked-LM task, and its P-tuning would put t
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +34,7 @@ from ptcli.artifact import Artifact
 from ptcli.backbone import special_tokens
 from ptcli.embeddings import Vocabulary, find_vocabulary
 from ptcli.errors import PtcliError
-from ptcli.outputs import apply_umask, check_output_dir
+from ptcli.outputs import atomic_directory, check_output_dir
 from ptcli.template import Template, render
 
 CONFIG = "adapter_config.json"
@@ -148,16 +145,7 @@ def readme(art: Artifact, lead: list[int], vocab: Vocabulary) -> str:
 
 
 def _write(target: Path, config: dict[str, Any], virtual: torch.Tensor, card: str) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with atomic_directory(target, "the adapter") as tmp:  # replaces an empty directory too
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         save_file({"prompt_embeddings": virtual}, str(tmp / WEIGHTS), metadata={"format": "pt"})
         (tmp / README).write_text(card, encoding="utf-8")
-        apply_umask(tmp)
-        os.replace(tmp, target)  # over an empty directory too
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise PtcliError(f"{target}: cannot write the adapter ({e.strerror or e}); nothing was written") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

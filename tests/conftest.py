@@ -66,6 +66,22 @@ def review_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_artifact(models: dict[str, Path], review_files: dict[str, Path],
+                  tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One epoch on the tiny BERT through the CLI: an artifact for tests that only read it (copy it to change it)."""
+    from typer.testing import CliRunner
+
+    from ptcli.cli import app
+
+    out = tmp_path_factory.mktemp("tiny-artifact") / "art"
+    result = CliRunner().invoke(app, [str(a) for a in (
+        "train", review_files["train"], "--template", review_files["template"], "--model", models["bert"],
+        "--verbalizer", review_files["verbalizer"], "-o", out, "--epochs", 1, "--device", "cpu")])
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
 def learning_task(pretrained_bert: Path, review_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
                   ) -> dict[str, object]:
     """The review task on the pre-trained BERT, with a training seed whose untrained prompts score at chance.

@@ -20,12 +20,8 @@ from ptcli.data import read_table
 
 
 @pytest.fixture(scope="module")
-def art(models, review_files, tmp_path_factory):
-    out = tmp_path_factory.mktemp("hostile") / "art"
-    result = invoke("train", review_files["train"], "--template", review_files["template"], "--model", models["bert"],
-                    "--verbalizer", review_files["verbalizer"], "-o", out, "--epochs", 1, "--device", "cpu")
-    assert result.exit_code == 0, result.stderr
-    return out
+def art(tiny_artifact):
+    return tiny_artifact
 
 
 @pytest.fixture

@@ -40,12 +40,8 @@ def ray_local():
 
 
 @pytest.fixture(scope="module")
-def trained(models, review_files, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ray") / "art"
-    result = invoke("train", review_files["train"], "--template", review_files["template"], "--model", models["bert"],
-                    "--verbalizer", review_files["verbalizer"], "-o", out, "--epochs", 1, "--device", "cpu")
-    assert result.exit_code == 0, result.stderr
-    return out
+def trained(tiny_artifact):
+    return tiny_artifact
 
 
 @pytest.fixture(scope="module")
