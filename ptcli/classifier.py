@@ -6,7 +6,7 @@ encoded or scored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +77,14 @@ class Classifier:
                     on_batch(len(idx))
         return out
 
+    def predict_slices(self, rows: list[Encoded], prompts: torch.Tensor | None, batch_size: int,
+                       on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """`predict_proba` over consecutive slices of rows, yielding (first row, [slice, n_labels] probabilities):
+        however many labels there are, no more than MAX_PROB_CELLS probabilities are held at once."""
+        step = max(batch_size, rows_per_slice(len(self.labels)))
+        for start in range(0, len(rows), step):
+            yield start, self.predict_proba(rows[start : start + step], prompts, batch_size, on_batch)
+
     @classmethod
     def from_artifact(cls, art: Artifact, device: str = "auto", precision: str = "auto",
                       model: str | None = None) -> tuple[Classifier, torch.Tensor]:
@@ -108,6 +116,14 @@ class Classifier:
             raise PtcliError(f"{art.path}: the label words tokenize differently with {name}'s tokenizer than at "
                              "training time; use the tokenizer the artifact was trained with")
         return clf, art.prompts.to(backbone.device)
+
+
+# [rows × labels] float64 probabilities held at once: 32 MB. 10,000 intents × 20,000 rows would be 1.6 GB.
+MAX_PROB_CELLS = 4_000_000
+
+
+def rows_per_slice(n_labels: int) -> int:
+    return max(1, MAX_PROB_CELLS // n_labels)
 
 
 # RoBERTa-style models number positions from padding_idx + 1, so two of their position embeddings are never used.

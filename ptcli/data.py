@@ -453,13 +453,6 @@ def require_text(df: pd.DataFrame, path: Path, column: str, fmt: str | None = No
         raise PtcliError(f"{path}: column {column!r} is empty or blank on line(s) {shown}; fill or remove those rows")
 
 
-def check_output_path(path: Path) -> None:
-    if not path.parent.exists():
-        raise PtcliError(f"{path}: the directory {path.parent} does not exist; create it first")
-    if path.exists() and path.is_dir():
-        raise PtcliError(f"{path}: is a directory; give a file name like predictions.csv")
-
-
 # --- writing tables ---------------------------------------------------------------------------------------------
 
 

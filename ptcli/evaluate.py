@@ -83,15 +83,10 @@ def _from_model(args: EvalArgs) -> Scored:
                          f"({', '.join(map(repr, art.labels))})")
     clf, prompts = Classifier.from_artifact(art, args.device, args.precision, args.model)
     rows = clf.encode(df[text_col].tolist(), df[text_b_col].tolist() if text_b_col else None)
-    # Slices of rows keep [rows × labels] probabilities bounded however many labels there are; only each row's
-    # prediction and confidence are kept.
-    step = max(args.batch_size, 4_000_000 // len(clf.labels))
-    pred, confidence = [], []
+    pred, confidence = [], []  # per row only: the [rows × labels] matrix is never held whole
     with progress() as bar:
         task = bar.add_task("evaluating", total=len(rows))
-        for start in range(0, len(rows), step):
-            probs = clf.predict_proba(rows[start : start + step], prompts, args.batch_size,
-                                      lambda n: bar.advance(task, n))
+        for _, probs in clf.predict_slices(rows, prompts, args.batch_size, lambda n: bar.advance(task, n)):
             pred.append(probs.argmax(1))
             confidence.append(probs.max(1))
     index = {label: i for i, label in enumerate(clf.labels)}

@@ -20,7 +20,7 @@ import torch
 from ptcli import artifact
 from ptcli.calibration import check_threshold
 from ptcli.checks import check_batch_size
-from ptcli.classifier import Classifier
+from ptcli.classifier import Classifier, rows_per_slice
 from ptcli.console import progress, warn
 from ptcli.data import iter_table, require_columns, table_format, table_writer
 from ptcli.errors import PtcliError
@@ -86,8 +86,7 @@ def predict(args: PredictArgs) -> PredictResult:
         out_fmt = table_format(args.output)
     else:
         out_fmt = "jsonl" if args.json else "csv"
-    # Bound a chunk's [rows × labels] probabilities (10,000 intents × 4,096 rows would be 330 MB of float64).
-    chunk_rows = max(1, min(args.chunk_rows, 4_000_000 // len(art.labels)))
+    chunk_rows = min(args.chunk_rows, rows_per_slice(len(art.labels)))  # bounded [rows × labels] per chunk
     chunks = iter_table(args.input, args.format, chunk_rows)
     first = next(chunks)  # fails on an unreadable input before the backbone is loaded
     needed = {text_col: "--text-col", **({text_b_col: "--text-b-col"} if text_b_col else {})}

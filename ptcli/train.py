@@ -108,15 +108,12 @@ def _rows(clf: Classifier, df: pd.DataFrame, args: TrainArgs) -> list[Encoded]:
 
 
 def _evaluate(clf: Classifier, rows: list[Encoded], y: list[int], prompts: torch.Tensor, batch: int) -> dict[str, Any]:
-    """Dev metrics and loss. Rows go through in slices so that [rows × labels] probabilities stay bounded however
-    many labels there are; only each row's argmax and gold probability are kept."""
-    step = max(batch, 4_000_000 // len(clf.labels))
+    """Dev metrics and loss; only each row's argmax and gold probability are kept."""
     pred: list[int] = []
     gold: list[float] = []
-    for start in range(0, len(rows), step):
-        probs = clf.predict_proba(rows[start : start + step], prompts, batch)
+    for start, probs in clf.predict_slices(rows, prompts, batch):
         pred += probs.argmax(1).tolist()
-        gold += probs[np.arange(len(probs)), y[start : start + step]].tolist()
+        gold += probs[np.arange(len(probs)), y[start : start + len(probs)]].tolist()
     report = classification_report(y, pred, clf.labels)
     report["loss"] = float(-np.mean(np.log(np.clip(gold, 1e-12, 1.0))))
     return report

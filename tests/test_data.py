@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ptcli.data import TableWriter, check_output_path, iter_table, read_labeled, read_table
+from ptcli.data import TableWriter, iter_table, read_labeled, read_table
 from ptcli.errors import PtcliError, UsageError
 
 
@@ -111,10 +111,12 @@ def test_writer_formats(tmp_path):
 
 
 def test_output_path_checks(tmp_path):
+    from ptcli.outputs import check_output_file
+
     with pytest.raises(PtcliError, match="does not exist"):
-        check_output_path(tmp_path / "missing" / "out.csv")
+        check_output_file(tmp_path / "missing" / "out.csv")
     with pytest.raises(PtcliError, match="is a directory"):
-        check_output_path(tmp_path)
+        check_output_file(tmp_path)
 
 
 # --- round trips: whatever ptcli writes, ptcli and pandas read back cell for cell -------------------------------
