@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def _from_pretrained(source: str, revision: str | None = None) -> tuple[Any, Any
         config = AutoConfig.from_pretrained(source, **kw)
         auto = AutoModelForMaskedLM if backbone_kind(config.model_type) == "mlm" else AutoModelForCausalLM
         tokenizer = AutoTokenizer.from_pretrained(source, **kw)
-        model = auto.from_pretrained(source, dtype=torch.float32, **kw)
+        model = _from_local_safetensors(source, config) or auto.from_pretrained(source, dtype=torch.float32, **kw)
     except PtcliError:
         raise
     except (OSError, ValueError) as e:
@@ -89,3 +90,40 @@ def _from_pretrained(source: str, revision: str | None = None) -> tuple[Any, Any
             "hub id reachable from this machine"
         ) from None
     return model, tokenizer, config
+
+
+def _from_local_safetensors(source: str, config: Any) -> Any | None:
+    """The model of a local safetensors checkpoint, its tensors read with pread one at a time; None for anything else.
+
+    `from_pretrained` memory-maps the file, and every page it touches stays resident until loading ends: a bf16
+    checkpoint loaded as fp32 peaked at 4.0 GB for Qwen2-0.5B (1.3 GB of mapped file on top of 2.5 GB of weights).
+    Read with pread, each tensor's bytes live only until it is converted: the peak is the fp32 weights, 2.7 GB.
+    """
+    from safetensors import safe_open
+
+    directory = Path(source)
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # let from_pretrained read it and report what is wrong
+    elif (directory / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        return None
+    state: dict[str, Any] = {}
+    try:
+        for name in files:
+            handle = safe_open(directory / name, framework="pt", device="cpu", backend="pread")
+            state.update({key: handle.get_slice(key) for key in handle.keys()})  # noqa: SIM118 (not iterable)
+    except TypeError:
+        return None  # a safetensors without the pread backend: the memory-mapped path still works
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
+
+    mapping = MODEL_FOR_MASKED_LM_MAPPING if backbone_kind(config.model_type) == "mlm" else MODEL_FOR_CAUSAL_LM_MAPPING
+    model_cls = mapping.get(type(config), None)
+    if model_cls is None:
+        return None
+    # `from_pretrained` with a state dict and no path still applies ties, dtype and missing-key initialisation.
+    return model_cls.from_pretrained(None, config=config, state_dict=state, dtype=torch.float32)

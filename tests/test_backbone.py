@@ -49,3 +49,26 @@ def test_load_is_frozen_and_identified(models):
 def test_load_missing_model(tmp_path):
     with pytest.raises(PtcliError, match="could not load"):
         load_backbone(str(tmp_path / "no-such-model"), device="cpu")
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2", "llama"])
+def test_local_checkpoints_load_tensor_by_tensor_with_the_same_weights(models, name, monkeypatch):
+    """The pread loader (low peak memory) must give exactly what transformers' own from_pretrained gives, ties
+    included; it is the path every local safetensors checkpoint takes."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+
+    from ptcli import loading
+
+    config = AutoConfig.from_pretrained(models[name])
+    ours = loading._from_local_safetensors(str(models[name]), config)
+    assert ours is not None
+    auto = AutoModelForMaskedLM if name == "bert" else AutoModelForCausalLM
+    reference = auto.from_pretrained(models[name], dtype=torch.float32)
+    theirs = dict(reference.named_parameters(remove_duplicate=False))
+    mine = dict(ours.named_parameters(remove_duplicate=False))
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert (ours.get_output_embeddings().weight is ours.get_input_embeddings().weight) == (
+        reference.get_output_embeddings().weight is reference.get_input_embeddings().weight)
+    # A directory without safetensors (e.g. a hub id's cache layout) takes transformers' path.
+    assert loading._from_local_safetensors(str(models[name] / "missing"), config) is None
