@@ -8,6 +8,9 @@ is autocast only, and `auto` picks it only when a short forward of the real mode
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -68,10 +71,60 @@ def cpu_has_native_bf16() -> bool | None:
 _PROBED: dict[str, bool] = {}
 
 
+def _machine_key(key: str) -> str:
+    """The probe's verdict holds for this model on this CPU, torch build and thread count, nothing wider."""
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text(
+            encoding="utf-8", errors="replace").splitlines() if line.startswith("model name")), "")
+    except OSError:
+        cpu = ""
+    return f"{key}|{cpu}|{cpu_has_native_bf16()}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+
+
+def _probe_file() -> Path:
+    from ptcli.paths import cache_dir
+
+    return cache_dir("precision") / "bf16-probe.json"
+
+
+def _remembered(machine_key: str) -> bool | None:
+    try:
+        value = json.loads(_probe_file().read_text(encoding="utf-8")).get(machine_key)
+    except (OSError, ValueError, AttributeError):
+        return None  # missing or damaged: the file is only a shortcut
+    return value if isinstance(value, bool) else None
+
+
+def _remember(machine_key: str, verdict: bool) -> None:
+    path = _probe_file()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data = data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        data = {}
+    data[machine_key] = verdict
+    fd, tmp = tempfile.mkstemp(prefix=".bf16-probe.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)  # an unwritable cache only costs the next command a probe
+
+
 def bf16_autocast_is_faster(model: Any, key: str, batch: int = 4, length: int = 32) -> bool:
     """Time a short forward of the model's body in fp32 and under bf16 autocast (weights fp32 in both), once per
-    process and `key`. A matmul of the right width is not enough: attention, norms and casts decide it too."""
+    process and `key`. A matmul of the right width is not enough: attention, norms and casts decide it too.
+
+    A clear verdict (bf16 under 0.6× or over 1.0× the fp32 time) is remembered on disk per model, CPU, torch and
+    thread count, which saves every later command the probe (3-4 s for Qwen2-0.5B on 2 cores); a near tie, which
+    a busy machine can produce, is measured again next time."""
     if key not in _PROBED:
+        machine_key = _machine_key(key)
+        remembered = _remembered(machine_key)
+        if remembered is not None:
+            _PROBED[key] = remembered
+            return remembered
         body = model.base_model
         vocab = int(model.get_input_embeddings().weight.shape[0])
         ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(0))
@@ -90,6 +143,8 @@ def bf16_autocast_is_faster(model: Any, key: str, batch: int = 4, length: int = 
         pairs = [(run(contextlib.nullcontext), run(bf16)) for _ in range(2)]
         fp32_s, bf16_s = min(p[0] for p in pairs), min(p[1] for p in pairs)
         _PROBED[key] = bf16_s < 0.85 * fp32_s  # a near-tie goes to fp32: exact and deterministic
+        if bf16_s < 0.6 * fp32_s or bf16_s > fp32_s:
+            _remember(machine_key, _PROBED[key])
     return _PROBED[key]
 
 

@@ -47,8 +47,10 @@ def test_auto_never_probes_a_cpu_without_native_bf16(monkeypatch):
     assert prec.resolve("auto", CPU, fake_model(896), "k") == prec.FP32
 
 
-def test_probe_times_the_real_model_once_per_key(models, monkeypatch):
+def test_probe_times_the_real_model_once_per_key(models, monkeypatch, tmp_path):
     from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("PTCLI_CACHE", str(tmp_path))
 
     model = AutoModelForCausalLM.from_pretrained(models["qwen2"])
     calls = []
@@ -107,3 +109,33 @@ def test_train_refuses_int8(models, tmp_path):
     with pytest.raises(UsageError, match="int8"):
         train(TrainArgs(data=csv, template=tpl, model=str(models["qwen2"]), output=tmp_path / "a", device="cpu",
                         precision="int8", epochs=1))
+
+
+def test_clear_probe_verdicts_are_remembered_per_machine_and_near_ties_are_not(models, monkeypatch, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("PTCLI_CACHE", str(tmp_path))
+    model = AutoModelForCausalLM.from_pretrained(models["qwen2"])
+    clock = iter([])
+    monkeypatch.setattr(prec.time, "perf_counter", lambda: next(clock))
+
+    def timings(fp32_s: float, bf16_s: float) -> None:  # warm-up pair, then two measured pairs
+        nonlocal clock
+        clock = iter([v for pair in [(0, fp32_s), (0, bf16_s)] * 3 for v in pair])
+
+    for verdict, (fp32_s, bf16_s), kept in [(True, (1.0, 0.4), True), (False, (1.0, 1.5), True),
+                                            (False, (1.0, 0.9), False)]:
+        key = f"model-{fp32_s}-{bf16_s}"
+        timings(fp32_s, bf16_s)
+        assert prec.bf16_autocast_is_faster(model, key) is verdict
+        prec._PROBED.clear()  # a new process: only the disk remembers
+        assert (prec._remembered(prec._machine_key(key)) is not None) is kept
+        if kept:
+            monkeypatch.setattr(model.base_model, "forward", lambda *a, **k: pytest.fail("probed again"))
+            assert prec.bf16_autocast_is_faster(model, key) is verdict
+            monkeypatch.undo()
+            monkeypatch.setenv("PTCLI_CACHE", str(tmp_path))
+            monkeypatch.setattr(prec.time, "perf_counter", lambda: next(clock))
+    # another thread count is another machine as far as the verdict goes
+    monkeypatch.setattr(prec.torch, "get_num_threads", lambda: 97)
+    assert prec._remembered(prec._machine_key("model-1.0-0.4")) is None
