@@ -224,10 +224,13 @@ def train(
     _run(go)
 
 
-@app.command(epilog="Example: ptcli predict reviews-artifact new.csv -o predictions.csv")
+@app.command(epilog="Examples: ptcli predict reviews-artifact new.csv -o predictions.csv;  "
+             "ptcli predict art-seed1 art-seed2 art-seed3 new.csv -o predictions.csv (an ensemble)")
 def predict(
-    artifact: Annotated[Path, typer.Argument(help="artifact directory from ptcli train")],
-    input: Annotated[Path, typer.Argument(help="rows to classify: .csv, .tsv or .jsonl")],
+    artifacts: Annotated[list[Path], typer.Argument(
+        metavar="ARTIFACT", show_default=False, help="artifact directory from ptcli train; several (same labels, "
+        "same backbone) are averaged as an ensemble, the backbone loaded once")],
+    input: Annotated[Path, typer.Argument(help="rows to classify (.csv, .tsv, .jsonl or .parquet); always last")],
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="output file (.csv/.tsv/.jsonl); default stdout")
     ] = None,
@@ -249,7 +252,7 @@ def predict(
                                                      "(default 1; each uses --threads CPU threads, default 1)")] = None,
     ctx: typer.Context = None,  # type: ignore[assignment]
 ) -> None:
-    """Add pred, confidence and prob_<label> columns to every input row."""
+    """Add pred, confidence and prob_<label> columns to every input row (several artifacts: their mean)."""
 
     def go() -> None:
         from ptcli.console import log
@@ -260,12 +263,13 @@ def predict(
         if workers is not None and ray is None:
             raise UsageError("--workers needs --ray; without it predict runs in this process")
         threads = ctx.parent.params.get("threads") if ctx is not None and ctx.parent is not None else None
-        result = run_predict(PredictArgs(artifact=artifact, input=input, output=output, text_col=text_col,
+        result = run_predict(PredictArgs(artifact=artifacts, input=input, output=output, text_col=text_col,
                                          text_b_col=text_b_col, format=format, batch_size=batch_size, device=device,
                                          precision=precision, model=model, json=json_, ray=ray,
                                          workers=workers or 1, threads=threads or 1, abstain_below=abstain_below))
         summary = {"rows": result.rows, "seconds": round(result.seconds, 3),
-                   "rows_per_second": round(result.rows_per_second, 2), "output": result.output}
+                   "rows_per_second": round(result.rows_per_second, 2), "output": result.output,
+                   "artifacts": result.artifacts, "members": len(result.artifacts)}
         if output is not None:
             if json_:
                 _print_json(summary)
@@ -276,16 +280,18 @@ def predict(
     _run(go)
 
 
-def _eval_paths(artifact: Path | None, data: Path | None, predictions: Path | None) -> tuple[Path | None, Path | None]:
-    """`eval ARTIFACT DATA`, or with --predictions `eval [DATA]` (then the one positional is DATA): (artifact, data)."""
+def _eval_paths(artifacts: list[Path] | None, data: Path | None, predictions: Path | None
+                ) -> tuple[list[Path] | None, Path | None]:
+    """`eval ARTIFACT... DATA`, or with --predictions `eval [DATA]` (the last positional is always DATA):
+    (artifacts, data)."""
     from ptcli.errors import UsageError
 
-    paths = [p for p in (artifact, data) if p is not None]
+    paths = [*(artifacts or []), *([data] if data is not None else [])]
     if predictions is None:
-        if len(paths) != 2:
-            raise UsageError("eval takes ARTIFACT DATA (an artifact directory and labeled rows), or --predictions "
-                             "PRED [DATA] to score a predictions file without a model")
-        return paths[0], paths[1]
+        if len(paths) < 2:
+            raise UsageError("eval takes ARTIFACT DATA (an artifact directory, or several to ensemble, then labeled "
+                             "rows), or --predictions PRED [DATA] to score a predictions file without a model")
+        return paths[:-1], paths[-1]
     if len(paths) > 1:
         raise UsageError(f"--predictions {predictions}: scores the file without a model; give only the labeled rows "
                          f"(ptcli eval --predictions PRED [DATA]), not {' '.join(map(str, paths))}")
@@ -293,14 +299,15 @@ def _eval_paths(artifact: Path | None, data: Path | None, predictions: Path | No
 
 
 @app.command(name="eval", epilog="Examples: ptcli eval reviews-artifact test.csv --json;  "
+             "ptcli eval art-seed1 art-seed2 test.csv (an ensemble);  "
              "ptcli eval --predictions predictions.csv test.csv --errors 10")
 def eval_(
-    artifact: Annotated[Path | None, typer.Argument(
-        metavar="ARTIFACT", show_default=False, help="artifact directory from ptcli train; not with --predictions")
-    ] = None,
+    artifacts: Annotated[list[Path] | None, typer.Argument(
+        metavar="ARTIFACT", show_default=False, help="artifact directory from ptcli train; several (same labels, same "
+        "backbone) are averaged as an ensemble; not with --predictions")] = None,
     data: Annotated[Path | None, typer.Argument(
-        metavar="DATA", show_default=False, help="labeled rows (.csv, .tsv or .jsonl); with --predictions it may be "
-        "left out when the predictions file still has the label column")] = None,
+        metavar="DATA", show_default=False, help="labeled rows (.csv, .tsv, .jsonl or .parquet), always last; with "
+        "--predictions it may be left out when the predictions file still has the label column")] = None,
     predictions: Annotated[Path | None, typer.Option(
         metavar="PRED", help="score this file from ptcli predict (pred, prob_<label> columns); loads no model")] = None,
     id_col: Annotated[str | None, typer.Option(
@@ -330,8 +337,8 @@ def eval_(
 
         if plots is not None:
             pictures.check_directory(plots)  # before any model is loaded
-        art, labeled = _eval_paths(artifact, data, predictions)
-        report = evaluate(EvalArgs(artifact=art, data=labeled, text_col=text_col, text_b_col=text_b_col,
+        arts, labeled = _eval_paths(artifacts, data, predictions)
+        report = evaluate(EvalArgs(artifact=arts, data=labeled, text_col=text_col, text_b_col=text_b_col,
                                    label_col=label_col, format=format, batch_size=batch_size, device=device,
                                    precision=precision, model=model, predictions=predictions, id_col=id_col,
                                    abstain_below=abstain_below, errors=errors))

@@ -2,7 +2,7 @@
 
 Rows are read by ptcli's own readers (`iter_table`) inside one Ray read task, so every cell is the string the
 single-process path would see (Ray's CSV reader would infer types and turn "NA" or "007" into something else). Each
-chunk becomes one block; `map_batches` hands blocks to N actors, each of which loads the artifact and its backbone
+chunk becomes one block; `map_batches` hands blocks to N actors, each of which loads the artifact(s) and the backbone
 once and runs `ptcli.predict.ChunkPredictor` — the very code the single-process path runs. Blocks come back in
 input order (`preserve_order`, and every block carries its first row number, which the driver checks) and are
 written by ptcli's writers through the same atomic file, so formats, order and atomicity match.
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ptcli.data import iter_table
+from ptcli.ensemble import as_paths
 from ptcli.errors import PtcliError, UsageError
 
 if TYPE_CHECKING:
@@ -85,36 +86,33 @@ def read_blocks(path: Path, fmt: str | None, chunk_rows: int) -> Iterator[pd.Dat
 
 
 class ChunkActor:
-    """One Ray actor: loads the artifact and its backbone once, then predicts each block with `ChunkPredictor`.
+    """One Ray actor: loads the artifact(s) and the backbone once, then predicts each block with `ChunkPredictor`.
 
     A PtcliError while loading (wrong backbone, unreadable artifact) is raised on the first block instead: Ray keeps
     only the text of an error raised in an actor's constructor, but passes a task's exception on intact."""
 
-    def __init__(self, artifact: str, device: str, precision: str, model: str | None, text_col: str,
+    def __init__(self, artifacts: list[str], device: str, precision: str, model: str | None, text_col: str,
                  text_b_col: str | None, batch_size: int, threads: int) -> None:
         self.failed: PtcliError | None = None
         try:
-            self.run = self._load(artifact, device, precision, model, text_col, text_b_col, batch_size, threads)
+            self.run = self._load(artifacts, device, precision, model, text_col, text_b_col, batch_size, threads)
         except PtcliError as e:
             self.failed = e
 
     @staticmethod
-    def _load(artifact: str, device: str, precision: str, model: str | None, text_col: str, text_b_col: str | None,
-              batch_size: int, threads: int) -> Any:
+    def _load(artifacts: list[str], device: str, precision: str, model: str | None, text_col: str,
+              text_b_col: str | None, batch_size: int, threads: int) -> Any:
         import torch
         import transformers
 
-        from ptcli import artifact as artifacts
-        from ptcli.classifier import Classifier
+        from ptcli import ensemble
         from ptcli.predict import ChunkPredictor
 
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         transformers.utils.logging.set_verbosity_error()  # as the CLI does; warnings from ptcli still come through
         transformers.utils.logging.disable_progress_bar()
         torch.set_num_threads(threads)
-        art = artifacts.load(Path(artifact))
-        clf, prompts = Classifier.from_artifact(art, device, precision, model)
-        return ChunkPredictor(clf, prompts, text_col, text_b_col, batch_size)
+        return ChunkPredictor(ensemble.load(artifacts, device, precision, model), text_col, text_b_col, batch_size)
 
     def __call__(self, block: pd.DataFrame) -> pd.DataFrame:
         if self.failed is not None:
@@ -183,9 +181,9 @@ class RayRun:
         block_rows = min(self.chunk_rows, BLOCK_ROWS)
         source = TableSource(Path(self.args.input).resolve(), self.args.format, block_rows, local=not client)
         args = self.args
-        actor = {"artifact": str(Path(args.artifact).resolve()), "device": args.device, "precision": args.precision,
-                 "model": args.model, "text_col": self.text_col, "text_b_col": self.text_b_col,
-                 "batch_size": args.batch_size, "threads": args.threads}
+        actor = {"artifacts": [str(p.resolve()) for p in as_paths(args.artifact)], "device": args.device,
+                 "precision": args.precision, "model": args.model, "text_col": self.text_col,
+                 "text_b_col": self.text_b_col, "batch_size": args.batch_size, "threads": args.threads}
         # One block per chunk: without override_num_blocks Ray would split each chunk into ~200 tiny blocks.
         return ray.data.read_datasource(source, num_cpus=0, override_num_blocks=1).map_batches(
             ChunkActor, fn_constructor_kwargs=actor, compute=ray.data.ActorPoolStrategy(size=args.workers),

@@ -1,10 +1,12 @@
-"""Evaluation: score labeled rows, with an artifact (running its model) or from a predictions file `ptcli predict`
-wrote (no model loaded). Both paths give the same report: accuracy, macro-F1, per-class P/R/F1, the confusion
-matrix, calibration (ECE, reliability bins), selective accuracy and, on request, abstention and the most confident
-mistakes (see ptcli.calibration for the definitions)."""
+"""Evaluation: score labeled rows, with an artifact (running its model; several artifacts are scored as one
+ensemble, see ptcli.ensemble) or from a predictions file `ptcli predict` wrote (no model loaded). Both paths give
+the same report: accuracy, macro-F1, per-class P/R/F1, the confusion matrix, calibration (ECE, reliability bins),
+selective accuracy and, on request, abstention and the most confident mistakes (see ptcli.calibration for the
+definitions)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ ERROR_TEXT_WIDTH = 60
 
 @dataclass
 class EvalArgs:
-    artifact: Path | None  # None with `predictions`: no model is loaded
+    artifact: Path | Sequence[Path] | None  # several: an ensemble; None with `predictions`: no model is loaded
     data: Path | None  # labeled rows; None when `predictions` holds the label column
     text_col: str | None = None
     text_b_col: str | None = None
@@ -59,7 +61,14 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
     scored = _from_predictions(args) if args.predictions is not None else _from_model(args)
     report = build_report(scored, args.abstain_below, args.errors)
     report["data"] = str(args.data if args.data is not None else args.predictions)
-    report["artifact"] = str(args.artifact) if args.artifact is not None else None
+    if args.artifact is None:
+        report["artifact"] = None
+    else:
+        from ptcli.ensemble import as_paths
+
+        paths = [str(p) for p in as_paths(args.artifact)]
+        report["artifact"] = paths[0] if len(paths) == 1 else " + ".join(paths)
+        report["artifacts"], report["members"] = paths, len(paths)  # the ensemble's members (one alone)
     if args.predictions is not None:
         report["predictions"] = str(args.predictions)
     return report
@@ -67,30 +76,29 @@ def evaluate(args: EvalArgs) -> dict[str, Any]:
 
 def _from_model(args: EvalArgs) -> Scored:
     # Imported here: the --predictions path needs neither torch nor the artifact code.
-    from ptcli import artifact
-    from ptcli.classifier import Classifier
+    from ptcli import ensemble
     from ptcli.console import progress
     from ptcli.data import read_labeled
 
-    art = artifact.load(args.artifact)
-    cols = art.meta.columns
-    text_col, label_col = args.text_col or cols.text, args.label_col or cols.label
-    text_b_col = args.text_b_col or cols.text_b
+    arts = ensemble.load_artifacts(args.artifact)
+    labels = arts[0].labels
+    text_col, text_b_col = ensemble.input_columns(arts, args.text_col, args.text_b_col)
+    label_col = args.label_col or arts[0].meta.columns.label
     df = read_labeled(args.data, text_col, label_col, text_b_col, args.format)
-    unknown = sorted(set(df[label_col]) - set(art.labels))
+    unknown = sorted(set(df[label_col]) - set(labels))
     if unknown:
         raise PtcliError(f"{args.data}: label(s) {', '.join(map(repr, unknown))} are not among the artifact's labels "
-                         f"({', '.join(map(repr, art.labels))})")
-    clf, prompts = Classifier.from_artifact(art, args.device, args.precision, args.model)
-    rows = clf.encode(df[text_col].tolist(), df[text_b_col].tolist() if text_b_col else None)
+                         f"({', '.join(map(repr, labels))})")
+    model = ensemble.build(arts, args.device, args.precision, args.model)
+    texts, texts_b = df[text_col].tolist(), df[text_b_col].tolist() if text_b_col else None
     pred, confidence = [], []  # per row only: the [rows × labels] matrix is never held whole
     with progress() as bar:
-        task = bar.add_task("evaluating", total=len(rows))
-        for _, probs in clf.predict_slices(rows, prompts, args.batch_size, lambda n: bar.advance(task, n)):
+        task = bar.add_task("evaluating", total=len(df))
+        for _, probs in model.predict_slices(texts, texts_b, args.batch_size, lambda n: bar.advance(task, n)):
             pred.append(probs.argmax(1))
             confidence.append(probs.max(1))
-    index = {label: i for i, label in enumerate(clf.labels)}
-    return Scored(labels=list(clf.labels), gold=np.array([index[v] for v in df[label_col]], dtype=np.int64),
+    index = {label: i for i, label in enumerate(labels)}
+    return Scored(labels=list(labels), gold=np.array([index[v] for v in df[label_col]], dtype=np.int64),
                   pred=np.concatenate(pred) if pred else np.zeros(0, dtype=np.int64),
                   confidence=np.concatenate(confidence) if confidence else np.zeros(0), texts=df[text_col].tolist())
 

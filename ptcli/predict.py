@@ -1,7 +1,8 @@
 """Prediction: stream a table through an artifact, adding pred, confidence and prob_<label> to every row.
 
 Rows are read and written in chunks, so memory stays flat however long the input; output goes to a temporary file
-beside the target and is renamed into place only when every row is written.
+beside the target and is renamed into place only when every row is written. Several artifacts are scored as one
+ensemble (ptcli.ensemble: mean probabilities, one backbone); one artifact is an ensemble of one.
 """
 
 from __future__ import annotations
@@ -9,18 +10,17 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from ptcli import artifact
+from ptcli import ensemble
 from ptcli.calibration import check_threshold
 from ptcli.checks import check_batch_size
-from ptcli.classifier import Classifier, rows_per_slice
+from ptcli.classifier import rows_per_slice
 from ptcli.console import progress, warn
 from ptcli.data import iter_table, require_columns, table_format, table_writer
 from ptcli.errors import PtcliError
@@ -29,12 +29,12 @@ from ptcli.outputs import atomic_file, check_output_file
 ADDED = ("pred", "confidence")
 ABSTAINED = "abstained"  # added with --abstain-below: true where pred was left empty
 # Output frames in input order, told how to report progress (rows scored so far).
-Outputs = Callable[[Callable[[int], None]], Iterator[pd.DataFrame]]
+Outputs = Callable[[Callable[[float], None]], Iterator[pd.DataFrame]]
 
 
 @dataclass
 class PredictArgs:
-    artifact: Path
+    artifact: Path | Sequence[Path]  # one artifact, or several on the same labels and backbone to average
     input: Path
     output: Path | None = None  # .csv/.tsv/.jsonl/.parquet by suffix; stdout when None
     text_col: str | None = None  # default: the column the artifact was trained on
@@ -58,6 +58,7 @@ class PredictResult:
     seconds: float
     output: str
     labels: list[str]
+    artifacts: list[str] = field(default_factory=list)  # the ensemble's members, in the order given
 
     @property
     def rows_per_second(self) -> float:
@@ -78,20 +79,20 @@ def predict(args: PredictArgs) -> PredictResult:
     started = time.perf_counter()
     check_batch_size(args.batch_size)
     check_threshold(args.abstain_below)
-    art = artifact.load(args.artifact)
-    text_col = args.text_col or art.meta.columns.text
-    text_b_col = args.text_b_col or art.meta.columns.text_b
+    arts = ensemble.load_artifacts(args.artifact)
+    labels = arts[0].labels
+    text_col, text_b_col = ensemble.input_columns(arts, args.text_col, args.text_b_col)
     if args.output is not None:
-        check_output_file(args.output, reads=(args.input,), protected=(art.path,))
+        check_output_file(args.output, reads=(args.input,), protected=tuple(a.path for a in arts))
         out_fmt = table_format(args.output)
     else:
         out_fmt = "jsonl" if args.json else "csv"
-    chunk_rows = min(args.chunk_rows, rows_per_slice(len(art.labels)))  # bounded [rows × labels] per chunk
+    chunk_rows = min(args.chunk_rows, rows_per_slice(len(labels)))  # bounded [rows × labels] per chunk
     chunks = iter_table(args.input, args.format, chunk_rows)
     first = next(chunks)  # fails on an unreadable input before the backbone is loaded
     needed = {text_col: "--text-col", **({text_b_col: "--text-b-col"} if text_b_col else {})}
     require_columns(first, args.input, needed)
-    added = [*ADDED, *([ABSTAINED] if args.abstain_below is not None else []), *(f"prob_{lab}" for lab in art.labels)]
+    added = [*ADDED, *([ABSTAINED] if args.abstain_below is not None else []), *(f"prob_{lab}" for lab in labels)]
     clashes = [c for c in added if c in first.columns]
     if clashes:
         raise PtcliError(f"{args.input}: already has column(s) {', '.join(clashes)} that predict adds; rename or drop "
@@ -99,10 +100,10 @@ def predict(args: PredictArgs) -> PredictResult:
     if args.ray is not None:
         from ptcli.distributed import RayRun
 
-        outputs = RayRun(args, text_col, text_b_col, chunk_rows, art.labels).predict(first, chunks)
+        outputs = RayRun(args, text_col, text_b_col, chunk_rows, labels).predict(first, chunks)
     else:
-        clf, prompts = Classifier.from_artifact(art, args.device, args.precision, args.model)
-        outputs = _local_outputs(ChunkPredictor(clf, prompts, text_col, text_b_col, args.batch_size), first, chunks)
+        model = ensemble.build(arts, args.device, args.precision, args.model)
+        outputs = _local_outputs(ChunkPredictor(model, text_col, text_b_col, args.batch_size), first, chunks)
 
     with contextlib.ExitStack() as stack:
         mode = "wb" if out_fmt == "parquet" else "w"
@@ -123,7 +124,8 @@ def predict(args: PredictArgs) -> PredictResult:
     if blank:
         warn(f"{args.input}: {blank} row(s) have an empty {text_col!r}; they were predicted from the template alone")
     return PredictResult(rows=rows, seconds=time.perf_counter() - started,
-                         output=str(args.output) if args.output else "-", labels=art.labels)
+                         output=str(args.output) if args.output else "-", labels=labels,
+                         artifacts=[str(a.path) for a in arts])
 
 
 @dataclass
@@ -131,25 +133,21 @@ class ChunkPredictor:
     """One chunk of input rows in, the same rows plus pred/confidence/prob_* out. The single-process path and every
     Ray actor (ptcli.distributed) run this same code."""
 
-    clf: Classifier
-    prompts: torch.Tensor
+    model: ensemble.Ensemble
     text_col: str
     text_b_col: str | None
     batch_size: int
 
-    def __call__(self, chunk: pd.DataFrame, on_batch: Callable[[int], None] | None = None) -> pd.DataFrame:
+    def __call__(self, chunk: pd.DataFrame, on_batch: Callable[[float], None] | None = None) -> pd.DataFrame:
         texts = chunk[self.text_col].astype(str).tolist()
         texts_b = chunk[self.text_b_col].astype(str).tolist() if self.text_b_col else None
-        if texts:
-            probs = self.clf.predict_proba(self.clf.encode(texts, texts_b), self.prompts, self.batch_size, on_batch)
-        else:
-            probs = np.zeros((0, len(self.clf.labels)))
+        probs = self.model.predict_proba(texts, texts_b, self.batch_size, on_batch)
         finite = np.isfinite(probs).all(axis=1)
         if not finite.all():
             bad = chunk.index[~finite][:5].tolist()
             raise PtcliError(f"the backbone produced NaN or infinite scores for data row(s) "
                              f"{', '.join(map(str, bad))} (0-based); nothing was written. Try --precision fp32")
-        return output_columns(chunk, self.clf.labels, probs)
+        return output_columns(chunk, self.model.labels, probs)
 
 
 def abstain(out: pd.DataFrame, threshold: float) -> pd.DataFrame:
@@ -167,7 +165,7 @@ def blank_rows(df: pd.DataFrame, text_col: str) -> int:
 
 
 def _local_outputs(run: ChunkPredictor, first: pd.DataFrame, rest: Iterator[pd.DataFrame]) -> Outputs:
-    def outputs(on_batch: Callable[[int], None]) -> Iterator[pd.DataFrame]:
+    def outputs(on_batch: Callable[[float], None]) -> Iterator[pd.DataFrame]:
         for chunk in _chain(first, rest):
             yield run(chunk, on_batch)
 

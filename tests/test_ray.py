@@ -76,6 +76,27 @@ def test_two_actors_match_one_process_row_by_row(ray_local, trained, rows, tmp_p
     assert_same_predictions(a, b)
 
 
+def test_an_ensemble_on_two_actors_matches_one_process(ray_local, trained, rows, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"  # a second member: the same prompts in another template
+    shutil.copytree(trained, other)
+    meta = json.loads((other / "ptcli.json").read_text(encoding="utf-8"))
+    meta["template"]["text"] = "[P]总之<text>[P]真是很[MASK]"
+    (other / "ptcli.json").write_text(json.dumps(meta), encoding="utf-8")
+    alone, single, spread = tmp_path / "alone.jsonl", tmp_path / "single.jsonl", tmp_path / "ray.jsonl"
+    predict(PredictArgs(artifact=trained, input=rows, output=alone, device="cpu", batch_size=4))
+    predict(PredictArgs(artifact=[trained, other], input=rows, output=single, device="cpu", batch_size=4))
+    result = predict(PredictArgs(artifact=[trained, other], input=rows, output=spread, device="cpu", batch_size=4,
+                                 chunk_rows=7, ray="", workers=2))
+    assert result.rows == 61 and len(result.artifacts) == 2
+    a, b = read_table(single), read_table(spread)
+    assert_same_predictions(a, b)
+    probs = [c for c in a.columns if c.startswith("prob_")]
+    gap = np.abs(a[probs].astype(float).to_numpy() - read_table(alone)[probs].astype(float).to_numpy()).max()
+    assert gap > 1e-4, gap  # the actors used both members: their output is not the first alone
+
+
 def test_cli_ray_reads_and_writes_parquet_like_one_process(ray_local, trained, rows, tmp_path):
     pytest.importorskip("pyarrow")
     src = tmp_path / "in.parquet"
