@@ -12,7 +12,6 @@ statistics need.
 
 from __future__ import annotations
 
-import math
 import sys
 import tempfile
 import time
@@ -321,10 +320,3 @@ def setfit(task: Task, train: pd.DataFrame, seed: int) -> dict[str, Any]:
     classes = [str(c) for c in getattr(model.model_head, "classes_", model.labels or [])]
     return {"probs": reorder(probs, classes, task.labels), "train_seconds": seconds,
             "predict_seconds": time.perf_counter() - t0, "n_train": len(train), "body": "all-MiniLM-L6-v2"}
-
-
-def summarize(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    mean = float(np.mean(values))
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return mean, (std if math.isfinite(std) else 0.0)

@@ -5,7 +5,7 @@
     python bench/run.py --ablation      # the ablation table: one data set, ptcli's levers one at a time
     python bench/run.py --plan          # print the plan and its time estimate, run nothing
     python bench/run.py --grid full --device cuda    # K = 8, 16, 32, 5 seeds, 1000 test rows: for a GPU
-    python bench/run.py --smoke         # a few minutes: checks the harness end to end on tiny sizes
+    python bench/run.py --smoke         # ~13 minutes: checks the harness end to end on tiny sizes
 
 Every figure lands in bench/results/<UTC stamp>-<grid>[-ablation].json (rewritten after each run, so a run that
 dies still leaves its data) and is rendered to the .md beside it; `python bench/report.py --merge
@@ -371,7 +371,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                          "1000 test rows, for a GPU; smoke: tiny sizes, checks the harness")
     ap.add_argument("--quick", action="store_const", dest="grid", const="quick", help="alias of --grid quick")
     ap.add_argument("--smoke", action="store_const", dest="grid", const="smoke",
-                    help="alias of --grid smoke (a few minutes; runs the verdict, the ablation and the speed checks)")
+                    help="alias of --grid smoke (~13 minutes; runs the verdict, the ablation and the speed checks)")
     ap.add_argument("--ablation", action="store_true",
                     help="run the ablation table (ptcli's levers one at a time) instead of the verdict")
     ap.add_argument("--ablation-on", metavar="DATASET/BACKBONE",

