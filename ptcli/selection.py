@@ -32,8 +32,8 @@ def folds(labels: list[str], seed: int) -> list[list[int]]:
 
     4 folds, stratified: each class's rows are shuffled with the seed and dealt round-robin, each class starting at
     the fold after the previous class's last, so fold sizes differ by at most one. When a class has fewer than 4
-    rows and there are at most 32 rows, leave-one-out (one fold per row) instead, so no fold trains without a whole
-    class more often than it must; with more rows such a class simply sits in fewer folds' held-out parts.
+    rows and there are at most 32 rows, leave-one-out (one fold per row) instead: every fold then trains on every
+    class that has two rows or more. With more rows such a class simply sits in fewer folds' held-out parts.
     """
     classes = sorted(set(labels))
     smallest = min(labels.count(c) for c in classes)

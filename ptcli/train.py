@@ -282,10 +282,10 @@ Kept = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]  # prom
 
 def _fit_prompts(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows: list[Encoded], y: list[int],
                  dev_rows: list[Encoded], y_dev: list[int], schedule: LoopConfig, bias_start: torch.Tensor | None,
-                 scores: list[Scores] | None = None, **report: Any) -> LoopResult[Kept]:
+                 scores: list[Scores] | None = None, **callbacks: Any) -> LoopResult[Kept]:
     """One run of the shared loop: train `encoder` (and the backbone or label bias when asked) on `rows`, score
     `dev_rows` after each epoch (none: no evaluation, `schedule.select` is "last"), with the label bias of
-    `args.calibrate` applied to every dev score. `scores` collects each evaluation's (pred, p(gold)); `report`:
+    `args.calibrate` applied to every dev score. `scores` collects each evaluation's (pred, p(gold)); `callbacks`:
     fit's on_step/on_epoch/on_untrained."""
     backbone = clf.backbone
     params = [{"params": list(encoder.parameters()), "lr": args.lr, "weight_decay": args.weight_decay}]
@@ -335,7 +335,7 @@ def _fit_prompts(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows:
 
     with biased(clf, trained_bias):
         return fit(len(rows), step, evaluate if dev_rows else None, keep, optimizer, schedule,
-                   train_mode=train_mode, **report)
+                   train_mode=train_mode, **callbacks)
 
 
 def _fit_with_dev(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows: list[Encoded], y: list[int],
@@ -423,7 +423,8 @@ def _check_resume(art: artifact.Artifact, template: Template, clf: Classifier, f
     if art.meta.backbone.fingerprint != fp:
         raise PtcliError(f"--resume {art.path}: it was trained on another backbone ({art.meta.backbone.name})")
     if art.meta.encoder != config:
-        raise PtcliError(f"--resume {art.path}: its encoder {art.meta.encoder} differs from --encoder {config.kind}")
+        raise PtcliError(f"--resume {art.path}: its encoder {art.meta.encoder} differs from --encoder {config.kind} "
+                         f"--prompt-init {config.init}")
 
 
 def _metadata(args: TrainArgs, clf: Classifier, config: EncoderConfig, result: TrainResult,
