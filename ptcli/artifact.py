@@ -17,6 +17,7 @@ place, so an interrupted run leaves nothing half-written.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ptcli.encoder import ENCODERS, EncoderConfig
+from ptcli.encoder import ENCODERS, PROMPT_INITS, EncoderConfig
 from ptcli.errors import PtcliError
 from ptcli.outputs import atomic_directory, check_output_dir
 from ptcli.template import Template
@@ -90,6 +91,9 @@ class TrainingRecord:
     tuned_fingerprint: str | None = None  # the tuned backbone's fingerprint, with --tune-backbone
     train_counts: dict[str, int] = field(default_factory=dict)
     args: dict[str, Any] = field(default_factory=dict)  # the training options as given, for the record
+    select: str = "dev-acc"  # how best_epoch was chosen: dev-acc | dev-loss | kfold (then it is the epoch count)
+    folds: int = 0  # with kfold: the number of cross-validation folds (= rows for leave-one-out); else 0
+    calibrate: str = "none"  # none | contextual | bias: where Meta.label_bias came from
 
 
 @dataclass
@@ -136,6 +140,7 @@ class Meta:
     versions: dict[str, str] = field(default_factory=dict)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
+    label_bias: list[float] | None = None  # per-label log-space bias added to the label scores; None: no bias
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n"
@@ -164,8 +169,12 @@ class Meta:
             raise bad("word_ids", f"expected {n_words} non-empty lists of token ids, one per label word")
         if self.backbone.kind not in KINDS:
             raise bad("backbone.kind", f"{self.backbone.kind!r} is not one of {', '.join(KINDS)}")
-        if self.encoder.kind not in ENCODERS or self.encoder.hidden_size < 1 or self.encoder.n_prompts < 0:
+        if (self.encoder.kind not in ENCODERS or self.encoder.init not in PROMPT_INITS or self.encoder.hidden_size < 1
+                or self.encoder.n_prompts < 0):
             raise bad("encoder", f"{asdict(self.encoder)} is not a valid prompt encoder")
+        if self.label_bias is not None and (len(self.label_bias) != len(self.labels)
+                                            or not all(math.isfinite(b) for b in self.label_bias)):
+            raise bad("label_bias", f"expected {len(self.labels)} finite numbers, one per label")
         if self.training.max_length < 1:
             raise bad("training.max_length", f"{self.training.max_length} is not a token count")
         try:

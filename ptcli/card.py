@@ -55,7 +55,9 @@ def model_card(meta: Meta, path: str = "ARTIFACT", curve: bool = False) -> str:
         tuned=", then tuned" if training.tune_backbone else "", template=meta.template.text,
         n_prompts=meta.encoder.n_prompts, encoder=meta.encoder.kind, hidden=meta.encoder.hidden_size,
         label_rows=rows, n_train=training.n_train, n_dev=training.n_dev,
-        dev_source=args.get("dev") or f"{args.get('dev_fraction', 0):.0%} of each class held out",
+        dev_source=(f"dev metrics out-of-fold: {training.folds}-fold cross-validation on the training rows"
+                    if training.select == "kfold" else
+                    args.get("dev") or f"{args.get('dev_fraction', 0):.0%} of each class held out"),
         dev_acc=f"{meta.dev_metrics.accuracy:.4f}", dev_f1=f"{meta.dev_metrics.macro_f1:.4f}",
         dev_acc0=f"{meta.dev_metrics_untrained.accuracy:.4f}", best_epoch=training.best_epoch,
         epochs=args.get("epochs", "?"), seed=training.seed, lr=args.get("lr", "?"),

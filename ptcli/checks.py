@@ -22,6 +22,11 @@ def check_at_least(name: str, value: int, low: int = 1) -> None:
         raise UsageError(f"{_option(name)} {value}: must be a whole number of at least {low}")
 
 
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"{_option(name)} {value!r}: choose one of {', '.join(choices)}")
+
+
 def check_batch_size(value: int) -> None:
     check_at_least("batch_size", value)
 

@@ -29,6 +29,7 @@ class Classifier:
     word_ids: list[list[int]]
     owner: list[int]
     encoder: TemplateEncoder
+    label_bias: torch.Tensor | None = None  # [n_labels] added to every row's label log-scores (ptcli/label_bias.py)
 
     @classmethod
     def build(cls, backbone: Backbone, template: Template, verbalizer: Verbalizer, max_length: int,
@@ -57,9 +58,11 @@ class Classifier:
         return self.encoder.encode(texts, texts_b)
 
     def logits(self, rows: list[Encoded], prompts: torch.Tensor | None) -> torch.Tensor:
-        """[B, n_labels] label log-scores (unnormalised across labels); differentiable in `prompts`."""
+        """[B, n_labels] label log-scores (unnormalised across labels), `label_bias` added; differentiable in `prompts`
+        (and in `label_bias` when it is trained)."""
         scores = self.backbone.score(rows, prompts, self.word_ids)
-        return label_scores(scores, self.owner, len(self.labels))
+        out = label_scores(scores, self.owner, len(self.labels))
+        return out if self.label_bias is None else out + self.label_bias.to(out.device, out.dtype)
 
     def predict_proba(self, rows: list[Encoded], prompts: torch.Tensor | None, batch_size: int,
                       on_batch: Callable[[int], None] | None = None) -> np.ndarray:
@@ -115,6 +118,8 @@ class Classifier:
         if clf.word_ids != art.meta.word_ids:
             raise PtcliError(f"{art.path}: the label words tokenize differently with {name}'s tokenizer than at "
                              "training time; use the tokenizer the artifact was trained with")
+        if art.meta.label_bias is not None:
+            clf.label_bias = torch.tensor(art.meta.label_bias, dtype=torch.float32, device=backbone.device)
         return clf, art.prompts.to(backbone.device)
 
 

@@ -199,6 +199,15 @@ def train(
     tune_backbone: Annotated[bool, typer.Option(help="also train the backbone (saved in the artifact)")] = False,
     backbone_lr: Annotated[float, typer.Option(help="backbone learning rate with --tune-backbone")] = 1e-5,
     resume: Annotated[Path | None, typer.Option(help="artifact whose prompt encoder training continues")] = None,
+    prompt_init: Annotated[str, typer.Option(
+        help="where the prompts start: random (the paper's encoder init) or vocab (at the embeddings of sampled "
+        "vocabulary tokens; the encoder learns a residual at token-embedding scale)")] = "random",
+    calibrate: Annotated[str, typer.Option(
+        help="per-label score bias: none; contextual (divide by the label probabilities of content-free inputs "
+        "'', 'N/A', '...'); bias (a bias trained with the prompts)")] = "none",
+    select: Annotated[str, typer.Option(
+        help="which epoch to keep: dev-acc (best dev accuracy), dev-loss (lowest dev loss), kfold (cross-validate "
+        "the epoch count on DATA, then train on all of it; no dev set)")] = "dev-acc",
     json_: Json = False,
 ) -> None:
     """Train P-tuning prompts on labeled rows; writes an artifact directory."""
@@ -212,7 +221,8 @@ def train(
                          dev=dev, output=output, format=format, text_col=text_col, text_b_col=text_b_col,
                          label_col=label_col, encoder=encoder, epochs=epochs, batch_size=batch_size, lr=lr,
                          patience=patience, dev_fraction=dev_fraction, seed=seed, device=device, precision=precision,
-                         max_length=max_length, tune_backbone=tune_backbone, backbone_lr=backbone_lr, resume=resume)
+                         max_length=max_length, tune_backbone=tune_backbone, backbone_lr=backbone_lr, resume=resume,
+                         prompt_init=prompt_init, calibrate=calibrate, select=select)
         args.template, args.verbalizer = resolve(template, verbalizer)  # shipped templates by name
         result = run_train(args)
         if json_:

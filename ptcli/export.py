@@ -11,6 +11,7 @@ import numpy as np
 from safetensors.torch import save
 
 from ptcli import artifact
+from ptcli.console import warn
 from ptcli.errors import UsageError
 from ptcli.outputs import atomic_file, check_output_file
 
@@ -29,7 +30,8 @@ def _identity(art: artifact.Artifact) -> dict[str, Any]:
     return {"template": art.meta.template.text, "labels": art.labels, "verbalizer": art.meta.verbalizer,
             "backbone": b.name, "backbone_kind": b.kind, "model_type": b.model_type, "revision": b.revision,
             "gguf_sha256": b.gguf_sha256, "fingerprint": b.fingerprint, "shape": list(art.prompts.shape),
-            "ptcli_version": art.meta.ptcli_version}
+            "ptcli_version": art.meta.ptcli_version,
+            "label_bias": art.meta.label_bias}  # add to the label log-scores (--calibrate); None: no bias
 
 
 def export(args: ExportArgs) -> dict[str, Any]:
@@ -40,6 +42,9 @@ def export(args: ExportArgs) -> dict[str, Any]:
     if fmt == "peft":  # a directory, not a file
         from ptcli.peft_export import export_peft
 
+        if art.meta.label_bias is not None:
+            warn(f"{art.path}: its per-label bias (--calibrate {art.meta.training.calibrate}) is not part of a PEFT "
+                 "adapter; add its label_bias (in ptcli.json) to the label scores yourself")
         return export_peft(art, args.output, _identity(art))
     outputs = [args.output]
     if fmt == "npy":

@@ -92,6 +92,10 @@ def _training(report: dict[str, Any]) -> Table:
     table.add_row("precision, device", f"{t['precision']}, {t['device']}")
     if t["tune_backbone"]:
         table.add_row("backbone", "tuned too (saved in the artifact)")
+    if report.get("label_bias") is not None:
+        bias = ", ".join(f"{label['label']} {b:+.3f}" for label, b in zip(report["labels"], report["label_bias"],
+                                                                          strict=True))
+        table.add_row("label bias", f"{bias} (--calibrate {t['calibrate']})")
     args = {k: v for k, v in t["args"].items() if v is not None and v is not False}
     table.add_row("arguments", " ".join(f"{k}={v}" for k, v in args.items()))
     return table

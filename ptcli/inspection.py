@@ -88,6 +88,7 @@ def describe(art: artifact.Artifact) -> dict[str, Any]:
         "training": training,
         "dev": {"untrained": asdict(meta.dev_metrics_untrained), "trained": asdict(meta.dev_metrics)},
         "history": [asdict(e) for e in meta.history],
+        "label_bias": meta.label_bias,  # per-label log-space bias (--calibrate); None: none
     }
 
 

@@ -4,8 +4,10 @@
 caller says how to take one step, how to score the dev rows and what to keep from the best epoch; the loop owns
 everything else.
 
-Best-epoch rule: the highest dev accuracy, ties broken by the lower dev loss; epoch 0 is the untrained state, so
-training that never helps keeps it. Training stops after `patience` epochs without a new best.
+Best-epoch rule (`LoopConfig.select`): "dev-acc", the highest dev accuracy, ties broken by the lower dev loss;
+"dev-loss", the lowest dev loss (mean −log p(gold)), ties broken by the higher accuracy; "last", every epoch is the
+new best (fixed-length training, with or without dev rows). Epoch 0 is the untrained state, so training that never
+helps keeps it. Training stops after `patience` epochs without a new best.
 """
 
 from __future__ import annotations
@@ -29,6 +31,20 @@ class LoopConfig:
     patience: int = 5  # epochs without a new best before stopping
     warmup: float = 0.1  # share of all steps with a linearly rising learning rate, then linear decay to 0
     seed: int = 42  # data order
+    select: str = "dev-acc"  # best-epoch rule: dev-acc | dev-loss | last (see the module docstring)
+    schedule_epochs: int | None = None  # epochs the learning-rate schedule spans (default `epochs`); more stops early
+
+
+SELECT_RULES = ("dev-acc", "dev-loss", "last")
+
+
+def selection_key(report: Report, select: str, epoch: int) -> tuple[float, ...]:
+    """Bigger is better: (accuracy, −loss) for dev-acc, (−loss, accuracy) for dev-loss, the epoch for last."""
+    if select == "last":
+        return (epoch,)
+    if select == "dev-loss":
+        return (-report["loss"], report["accuracy"])
+    return (report["accuracy"], -report["loss"])
 
 
 @dataclass
@@ -49,7 +65,7 @@ def warmup_then_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup
 def fit(
     n_rows: int,
     step: Callable[[list[int], int], float],
-    evaluate: Callable[[], Report],
+    evaluate: Callable[[], Report] | None,
     keep: Callable[[], S],
     optimizer: torch.optim.Optimizer,
     config: LoopConfig,
@@ -61,15 +77,20 @@ def fit(
     """Train for up to `config.epochs` epochs over `n_rows` rows.
 
     step(row_indices, epoch) takes one optimizer step and returns its loss (the scheduler steps here, after it);
-    evaluate() scores the dev rows in eval mode; keep() snapshots what the artifact needs from the current state;
-    train_mode(True/False) switches the modules around each epoch; on_untrained/on_step/on_epoch report progress.
+    evaluate() scores the dev rows in eval mode (None: there are none, then `select` must be "last" and the reports
+    are empty); keep() snapshots what the artifact needs from the current state; train_mode(True/False) switches the
+    modules around each epoch; on_untrained/on_step/on_epoch report progress.
     """
-    untrained = evaluate()
-    if on_untrained:
+    if config.select not in SELECT_RULES or (evaluate is None and config.select != "last"):
+        raise ValueError(f"select {config.select!r}: expected one of {', '.join(SELECT_RULES)}, and \"last\" when "
+                         "there is nothing to evaluate")
+    untrained = evaluate() if evaluate else {}
+    if on_untrained and evaluate:
         on_untrained(untrained)
-    best_key = (untrained["accuracy"], -untrained["loss"])
+    best_key = selection_key(untrained, config.select, 0)
     result: LoopResult[S] = LoopResult(best_epoch=0, best=keep(), best_report=untrained, untrained=untrained)
-    schedule = warmup_then_decay(optimizer, -(-n_rows // config.batch_size) * config.epochs, config.warmup)
+    span = config.epochs if config.schedule_epochs is None else max(config.epochs, config.schedule_epochs)
+    schedule = warmup_then_decay(optimizer, -(-n_rows // config.batch_size) * span, config.warmup)
     generator = torch.Generator().manual_seed(config.seed)
     stale = 0
     for epoch in range(1, config.epochs + 1):
@@ -85,15 +106,18 @@ def fit(
                 on_step(epoch, float(np.mean(losses)))
         if train_mode:
             train_mode(False)
-        report = evaluate()
-        entry = {"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_loss": report["loss"],
-                 "dev_accuracy": report["accuracy"], "seconds": time.perf_counter() - t0}
+        report = evaluate() if evaluate else {}
+        entry = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+        if evaluate:
+            entry.update(dev_loss=report["loss"], dev_accuracy=report["accuracy"])
+        entry["seconds"] = time.perf_counter() - t0
         result.history.append(entry)
-        improved = (report["accuracy"], -report["loss"]) > best_key
+        key = selection_key(report, config.select, epoch)
+        improved = key > best_key
         if on_epoch:
             on_epoch(entry, improved)
         if improved:
-            best_key, stale = (report["accuracy"], -report["loss"]), 0
+            best_key, stale = key, 0
             result.best_epoch, result.best, result.best_report = epoch, keep(), report
         else:
             stale += 1

@@ -1,11 +1,11 @@
-"""Training: fit the prompt encoder on labeled rows with the backbone frozen, keep the best epoch on dev accuracy."""
+"""Training: fit the prompt encoder on labeled rows with the backbone frozen, keep the best epoch (--select)."""
 
 from __future__ import annotations
 
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,18 +15,20 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ptcli import __version__, artifact, plots
+from ptcli import __version__, artifact, plots, selection
 from ptcli.backbone import Backbone, fingerprint
 from ptcli.card import model_card
-from ptcli.checks import check_at_least, check_fraction, check_positive_finite, check_seed
+from ptcli.checks import check_at_least, check_choice, check_fraction, check_positive_finite, check_seed
 from ptcli.classifier import Classifier
 from ptcli.console import log, progress, warn
 from ptcli.data import read_labeled
-from ptcli.encoder import ENCODERS, EncoderConfig, PromptEncoder
+from ptcli.encoder import ENCODERS, PROMPT_INITS, EncoderConfig, PromptEncoder
 from ptcli.errors import PtcliError, UsageError
+from ptcli.label_bias import CALIBRATIONS, biased, content_free_bias
 from ptcli.loading import load_backbone
-from ptcli.loop import LoopConfig, fit
-from ptcli.metrics import classification_report
+from ptcli.loop import LoopConfig, LoopResult, fit
+from ptcli.prompt_init import sample_token_rows, token_scale
+from ptcli.selection import SELECTS, Scores
 from ptcli.template import Encoded, Template
 from ptcli.verbalizer import Verbalizer
 
@@ -60,6 +62,9 @@ class TrainArgs:
     max_length: int = 256
     tune_backbone: bool = False
     resume: Path | None = None  # artifact whose encoder to continue training
+    prompt_init: str = "random"  # random (paper) | vocab: start at token embeddings (ptcli/prompt_init.py)
+    calibrate: str = "none"  # none | contextual | bias: a per-label score bias (ptcli/label_bias.py)
+    select: str = "dev-acc"  # dev-acc | dev-loss | kfold: which epoch to keep (ptcli/selection.py)
 
     def recorded(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -76,6 +81,10 @@ class TrainResult:
     dev_untrained: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    select: str = "dev-acc"  # the rule best_epoch came from; with kfold it is the chosen epoch count
+    folds: int = 0  # kfold: folds (rows, for leave-one-out); dev and dev_untrained are out-of-fold, n_dev is 0
+    calibrate: str = "none"
+    label_bias: list[float] | None = None  # the artifact's per-label log-space bias (None: none)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -107,16 +116,15 @@ def _rows(clf: Classifier, df: pd.DataFrame, args: TrainArgs) -> list[Encoded]:
     return clf.encode(df[args.text_col].tolist(), texts_b)
 
 
-def _evaluate(clf: Classifier, rows: list[Encoded], y: list[int], prompts: torch.Tensor, batch: int) -> dict[str, Any]:
-    """Dev metrics and loss; only each row's argmax and gold probability are kept."""
+def _score(clf: Classifier, rows: list[Encoded], y: list[int], prompts: torch.Tensor,
+           batch: int) -> tuple[list[int], list[float]]:
+    """Each row's predicted label and gold-label probability (nothing bigger is kept)."""
     pred: list[int] = []
     gold: list[float] = []
     for start, probs in clf.predict_slices(rows, prompts, batch):
         pred += probs.argmax(1).tolist()
         gold += probs[np.arange(len(probs)), y[start : start + len(probs)]].tolist()
-    report = classification_report(y, pred, clf.labels)
-    report["loss"] = float(-np.mean(np.log(np.clip(gold, 1e-12, 1.0))))
-    return report
+    return pred, gold
 
 
 def _load_data(args: TrainArgs, template: Template) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -136,6 +144,8 @@ def _load_data(args: TrainArgs, template: Template) -> tuple[pd.DataFrame, pd.Da
             raise PtcliError(f"{args.dev}: label(s) {', '.join(map(repr, unseen))} do not occur in {args.data}; "
                              f"the training labels are {', '.join(map(repr, classes))}")
         return df, dev
+    if args.select == "kfold":  # cross-validation: every row trains, none is held out
+        return df, df.iloc[:0]
     train_idx, dev_idx = stratified_split(df[args.label_col].tolist(), args.dev_fraction, args.seed)
     if not dev_idx:
         raise PtcliError(f"{args.data}: too few rows to hold out a dev set; add rows or pass --dev FILE")
@@ -143,8 +153,15 @@ def _load_data(args: TrainArgs, template: Template) -> tuple[pd.DataFrame, pd.Da
 
 
 def _check_args(args: TrainArgs) -> None:
-    if args.encoder not in ENCODERS:
-        raise UsageError(f"--encoder {args.encoder!r}: choose one of {', '.join(ENCODERS)}")
+    for name, choices in (("encoder", ENCODERS), ("prompt_init", PROMPT_INITS), ("calibrate", CALIBRATIONS),
+                          ("select", SELECTS)):
+        check_choice(name, getattr(args, name), choices)
+    if args.select == "kfold" and args.dev is not None:
+        raise UsageError(f"--dev {args.dev}: --select kfold cross-validates on DATA and holds nothing out; merge the "
+                         "dev rows into DATA or use --select dev-acc")
+    if args.select == "kfold" and args.tune_backbone:
+        raise UsageError("--tune-backbone: --select kfold would carry the backbone trained in one fold into the next; "
+                         "use --select dev-acc or dev-loss with it")
     for name in ("epochs", "batch_size", "max_length", "patience"):
         check_at_least(name, getattr(args, name))
     check_fraction("dev_fraction", args.dev_fraction)
@@ -186,76 +203,41 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     if n_cut:
         log(f"{n_cut} row(s) longer than {clf.encoder.max_length} tokens: their text was truncated")
 
-    seed_everything(args.seed)
-    config = EncoderConfig(kind=args.encoder, n_prompts=template.n_prompts, hidden_size=backbone.hidden_size)
-    encoder = PromptEncoder(config, init=_init_vectors(backbone, config, args.seed)).to(backbone.device)
+    encoder = initial_encoder(args, clf)
+    config = encoder.config
     if resumed is not None:
         _check_resume(resumed, template, clf, backbone.info.fingerprint, config)
         encoder.load_state_dict(resumed.encoder_state())
     if template.n_prompts == 0:
         log("the template has no [P]: nothing to train, the artifact scores the manual prompt as is")
-
-    params = [{"params": list(encoder.parameters()), "lr": args.lr, "weight_decay": args.weight_decay}]
-    if args.tune_backbone:
-        params.append({"params": [p for p in backbone.model.parameters() if p.requires_grad],
-                       "lr": args.backbone_lr, "weight_decay": args.weight_decay})
-    optimizer = torch.optim.AdamW(params)
-    trains = bool(template.n_prompts or args.tune_backbone)
-    y_tensor = torch.tensor(y_train, device=backbone.device)
-
-    def step(idx: list[int], epoch: int) -> float:
-        loss = F.cross_entropy(clf.logits([train_rows[i] for i in idx], encoder()), y_tensor[idx])
-        if not torch.isfinite(loss):
-            raise PtcliError(f"training diverged: the loss is {loss.item()} in epoch {epoch}; lower --lr or use "
-                             "--precision fp32")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], args.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.item()
-
-    def evaluate() -> dict[str, Any]:
-        with torch.no_grad():
-            return _evaluate(clf, dev_rows, y_dev, encoder(), args.batch_size)
-
-    def keep() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with torch.no_grad():
-            return encoder().detach().clone(), {k: v.detach().clone() for k, v in encoder.state_dict().items()}
-
-    def train_mode(on: bool) -> None:
-        encoder.train(on)
-        backbone.train(on and args.tune_backbone)
-
-    def on_epoch(entry: dict[str, float], improved: bool) -> None:
-        log(f"epoch {entry['epoch']:>3}/{args.epochs}  loss {entry['train_loss']:.4f}  dev acc "
-            f"{entry['dev_accuracy']:.4f}  dev loss {entry['dev_loss']:.4f}  {entry['seconds']:.1f}s"
-            f"{'  *best' if improved else ''}")
-
+    trains = bool(template.n_prompts or args.tune_backbone or args.calibrate == "bias")
     schedule = LoopConfig(epochs=args.epochs if trains else 0, batch_size=args.batch_size, patience=args.patience,
-                          warmup=args.warmup, seed=args.seed)
+                          warmup=args.warmup, seed=args.seed, select=args.select)
+    bias_start = _resumed_bias(args, resumed)
     try:
         with progress() as bar:
-            task = bar.add_task("training", total=math.ceil(len(train_rows) / args.batch_size) * schedule.epochs)
-            fitted = fit(len(train_rows), step, evaluate, keep, optimizer, schedule,
-                         on_step=lambda epoch, loss: bar.update(
-                             task, advance=1, description=f"epoch {epoch}/{args.epochs} loss {loss:.4f}"),
-                         on_epoch=on_epoch, train_mode=train_mode,
-                         on_untrained=lambda r: log(f"dev accuracy before training: {r['accuracy']:.4f} "
-                                                    f"({len(dev_rows)} rows)"))
+            if args.select == "kfold":
+                fitted, n_folds = _kfold(args, clf, train_rows, y_train, schedule, bar, bias_start, resumed)
+            else:
+                fitted, n_folds = _fit_with_dev(args, clf, encoder, train_rows, y_train, dev_rows, y_dev, schedule,
+                                                bar, bias_start), 0
     except KeyboardInterrupt as e:
         raise PtcliError("interrupted: training stopped, no artifact was written",
                          exit_code=getattr(e, "exit_code", 130)) from None
-    if len(fitted.history) < schedule.epochs:
-        log(f"no dev gain for {args.patience} epochs: stopped early")
     untrained, best_epoch, best_report = fitted.untrained, fitted.best_epoch, fitted.best_report
     history = fitted.history
-    best_prompts, best_state = fitted.best
+    best_prompts, best_state, best_bias = fitted.best
 
-    if best_epoch == 0 and trains:
+    if best_epoch == 0 and trains and n_folds:
+        warn(f"no epoch count beat the untrained prompts in {n_folds}-fold cross-validation: the artifact keeps the "
+             "untrained prompts; add rows or raise --epochs")
+    elif best_epoch == 0 and trains:
         warn(f"no epoch beat the untrained prompts on the {len(dev_rows)} dev rows: the artifact keeps the untrained "
              "prompts; add rows, pass a larger --dev, or raise --epochs")
     result = TrainResult(artifact=output, labels=clf.labels, n_train=len(train_rows), n_dev=len(dev_rows),
-                         best_epoch=best_epoch, dev=best_report, dev_untrained=untrained, history=history)
+                         best_epoch=best_epoch, dev=best_report, dev_untrained=untrained, history=history,
+                         select=args.select, folds=n_folds, calibrate=args.calibrate,
+                         label_bias=None if best_bias is None else best_bias.tolist())
     meta = _metadata(args, clf, config, result, train_df)
     if args.tune_backbone:
         meta.training.tuned_fingerprint = fingerprint(backbone.input_embeddings.weight)
@@ -273,15 +255,164 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     return result
 
 
+def initial_encoder(args: TrainArgs, clf: Classifier) -> PromptEncoder:
+    """The seeded, untrained prompt encoder that `train` starts from (and every fold of --select kfold), on the
+    backbone's device: `initial_encoder(args, clf)()` are the untrained prompts."""
+    seed_everything(args.seed)
+    backbone = clf.backbone
+    config = EncoderConfig(kind=args.encoder, n_prompts=clf.template.n_prompts, hidden_size=backbone.hidden_size,
+                           init=args.prompt_init)
+    base, scale = None, 1.0
+    if config.init == "vocab" and config.kind != "none":
+        weight = backbone.input_embeddings.weight
+        base, scale = sample_token_rows(weight, config.n_prompts, args.seed), token_scale(weight)
+    encoder = PromptEncoder(config, init=_init_vectors(backbone, config, args.seed), base=base, scale=scale)
+    return encoder.to(backbone.device)
+
+
+def _resumed_bias(args: TrainArgs, resumed: artifact.Artifact | None) -> torch.Tensor | None:
+    """--calibrate bias continues from the resumed artifact's trained bias, when it has one."""
+    if args.calibrate != "bias" or resumed is None or resumed.meta.label_bias is None:
+        return None
+    return torch.tensor(resumed.meta.label_bias, dtype=torch.float32)
+
+
+Kept = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]  # prompts, encoder state, label bias
+
+
+def _fit_prompts(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows: list[Encoded], y: list[int],
+                 dev_rows: list[Encoded], y_dev: list[int], schedule: LoopConfig, bias_start: torch.Tensor | None,
+                 scores: list[Scores] | None = None, **callbacks: Any) -> LoopResult[Kept]:
+    """One run of the shared loop: train `encoder` (and the backbone or label bias when asked) on `rows`, score
+    `dev_rows` after each epoch (none: no evaluation, `schedule.select` is "last"), with the label bias of
+    `args.calibrate` applied to every dev score. `scores` collects each evaluation's (pred, p(gold)); `callbacks`:
+    fit's on_step/on_epoch/on_untrained."""
+    backbone = clf.backbone
+    params = [{"params": list(encoder.parameters()), "lr": args.lr, "weight_decay": args.weight_decay}]
+    trained_bias = None
+    if args.calibrate == "bias":
+        start = torch.zeros(len(clf.labels)) if bias_start is None else bias_start
+        trained_bias = torch.nn.Parameter(start.float().clone().to(backbone.device))
+        params.append({"params": [trained_bias], "lr": args.lr, "weight_decay": 0.0})
+    if args.tune_backbone:
+        params.append({"params": [p for p in backbone.model.parameters() if p.requires_grad],
+                       "lr": args.backbone_lr, "weight_decay": args.weight_decay})
+    optimizer = torch.optim.AdamW(params)
+    y_tensor = torch.tensor(y, device=backbone.device)
+
+    def step(idx: list[int], epoch: int) -> float:
+        loss = F.cross_entropy(clf.logits([rows[i] for i in idx], encoder()), y_tensor[idx])
+        if not torch.isfinite(loss):
+            raise PtcliError(f"training diverged: the loss is {loss.item()} in epoch {epoch}; lower --lr or use "
+                             "--precision fp32")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], args.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    def current_bias() -> torch.Tensor | None:
+        if args.calibrate == "contextual":
+            with torch.no_grad():
+                return content_free_bias(clf, encoder())
+        return None if trained_bias is None else trained_bias.detach().clone()
+
+    def evaluate() -> dict[str, Any]:
+        with torch.no_grad(), biased(clf, current_bias()):
+            pred, gold = _score(clf, dev_rows, y_dev, encoder(), args.batch_size)
+        if scores is not None:
+            scores.append((pred, gold))
+        return selection.report(y_dev, pred, gold, clf.labels)
+
+    def keep() -> Kept:
+        with torch.no_grad():
+            state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+            return encoder().detach().clone(), state, current_bias()
+
+    def train_mode(on: bool) -> None:
+        encoder.train(on)
+        backbone.train(on and args.tune_backbone)
+
+    with biased(clf, trained_bias):
+        return fit(len(rows), step, evaluate if dev_rows else None, keep, optimizer, schedule,
+                   train_mode=train_mode, **callbacks)
+
+
+def _fit_with_dev(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows: list[Encoded], y: list[int],
+                  dev_rows: list[Encoded], y_dev: list[int], schedule: LoopConfig, bar: Any,
+                  bias_start: torch.Tensor | None) -> LoopResult[Kept]:
+    """--select dev-acc / dev-loss: one run, the best epoch on the dev rows kept, early stop after --patience."""
+    task = bar.add_task("training", total=math.ceil(len(rows) / args.batch_size) * schedule.epochs)
+
+    def on_epoch(entry: dict[str, float], improved: bool) -> None:
+        log(f"epoch {entry['epoch']:>3}/{args.epochs}  loss {entry['train_loss']:.4f}  dev acc "
+            f"{entry['dev_accuracy']:.4f}  dev loss {entry['dev_loss']:.4f}  {entry['seconds']:.1f}s"
+            f"{'  *best' if improved else ''}")
+
+    fitted = _fit_prompts(
+        args, clf, encoder, rows, y, dev_rows, y_dev, schedule, bias_start,
+        on_step=lambda epoch, loss: bar.update(task, advance=1, description=f"epoch {epoch}/{args.epochs} "
+                                               f"loss {loss:.4f}"),
+        on_epoch=on_epoch,
+        on_untrained=lambda r: log(f"dev accuracy before training: {r['accuracy']:.4f} ({len(dev_rows)} rows)"))
+    if len(fitted.history) < schedule.epochs:
+        log(f"no dev gain for {args.patience} epochs: stopped early")
+    return fitted
+
+
+def _kfold(args: TrainArgs, clf: Classifier, rows: list[Encoded], y: list[int], schedule: LoopConfig, bar: Any,
+           bias_start: torch.Tensor | None, resumed: artifact.Artifact | None) -> tuple[LoopResult[Kept], int]:
+    """--select kfold (ptcli/selection.py): cross-validate the epoch count, then train on every row for that many
+    epochs. The result's history and reports are the pooled out-of-fold ones; its best state is the final run's."""
+    held_out = selection.folds([clf.labels[i] for i in y], args.seed)
+    steps = sum(math.ceil((len(rows) - len(f)) / args.batch_size) for f in held_out) * schedule.epochs
+    task = bar.add_task("cross-validating", total=steps)
+    per_fold: list[list[Scores]] = []
+    losses, seconds = np.zeros(schedule.epochs), np.zeros(schedule.epochs)
+    fold_schedule = replace(schedule, select="last")
+    for n, out in enumerate(held_out, 1):
+        kept = sorted(set(range(len(rows))) - set(out))
+        scores: list[Scores] = []
+        run = _fit_prompts(
+            args, clf, _start(args, clf, resumed), [rows[i] for i in kept], [y[i] for i in kept],
+            [rows[i] for i in out], [y[i] for i in out], fold_schedule, bias_start, scores,
+            on_step=lambda epoch, loss, n=n: bar.update(task, advance=1, description=f"fold {n}/{len(held_out)} "
+                                                        f"epoch {epoch}/{args.epochs}"))
+        per_fold.append(scores)
+        losses += [h["train_loss"] for h in run.history]
+        seconds += [h["seconds"] for h in run.history]
+    reports = selection.pooled_reports(held_out, per_fold, y, clf.labels)
+    chosen = selection.best_epoch(reports)
+    for e, r in enumerate(reports):
+        log(f"epochs {e:>3}  out-of-fold acc {r['accuracy']:.4f}  loss {r['loss']:.4f}"
+            f"{'  *chosen' if e == chosen else ''}")
+    log(f"{len(held_out)}-fold cross-validation chose {chosen} epoch(s); training on all {len(rows)} rows")
+    task = bar.add_task("training", total=math.ceil(len(rows) / args.batch_size) * chosen)
+    final = _fit_prompts(args, clf, _start(args, clf, resumed), rows, y, [], [],
+                         replace(schedule, epochs=chosen, select="last", schedule_epochs=schedule.epochs), bias_start,
+                         on_step=lambda epoch, loss: bar.update(task, advance=1, description=f"epoch {epoch}/{chosen} "
+                                                                f"loss {loss:.4f}"))
+    history = [{"epoch": e, "train_loss": float(losses[e - 1] / len(held_out)), "dev_loss": reports[e]["loss"],
+                "dev_accuracy": reports[e]["accuracy"], "seconds": float(seconds[e - 1])}
+               for e in range(1, len(reports))]
+    result = LoopResult(best_epoch=chosen, best=final.best, best_report=reports[chosen], untrained=reports[0],
+                        history=history)
+    return result, len(held_out)
+
+
+def _start(args: TrainArgs, clf: Classifier, resumed: artifact.Artifact | None) -> PromptEncoder:
+    encoder = initial_encoder(args, clf)
+    if resumed is not None:
+        encoder.load_state_dict(resumed.encoder_state())
+    return encoder
+
+
 def _init_vectors(backbone: Any, config: EncoderConfig, seed: int) -> torch.Tensor | None:
     """Plain prompt embeddings start as real token embeddings (random vocabulary rows); the LSTM keeps the paper's
     N(0, 1) init, which its gates are scaled for."""
     if config.kind == "lstm" or config.n_prompts == 0:
         return None
-    weight = backbone.input_embeddings.weight
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(min(1000, weight.shape[0] - 1), weight.shape[0], (config.n_prompts,), generator=g)
-    return weight[ids.to(weight.device)].detach().float()
+    return sample_token_rows(backbone.input_embeddings.weight, config.n_prompts, seed)
 
 
 def _check_resume(art: artifact.Artifact, template: Template, clf: Classifier, fp: str, config: EncoderConfig) -> None:
@@ -292,7 +423,8 @@ def _check_resume(art: artifact.Artifact, template: Template, clf: Classifier, f
     if art.meta.backbone.fingerprint != fp:
         raise PtcliError(f"--resume {art.path}: it was trained on another backbone ({art.meta.backbone.name})")
     if art.meta.encoder != config:
-        raise PtcliError(f"--resume {art.path}: its encoder {art.meta.encoder} differs from --encoder {config.kind}")
+        raise PtcliError(f"--resume {art.path}: its encoder {art.meta.encoder} differs from --encoder {config.kind} "
+                         f"--prompt-init {config.init}")
 
 
 def _metadata(args: TrainArgs, clf: Classifier, config: EncoderConfig, result: TrainResult,
@@ -318,9 +450,11 @@ def _metadata(args: TrainArgs, clf: Classifier, config: EncoderConfig, result: T
             max_length=clf.encoder.max_length, seed=args.seed, n_train=result.n_train, n_dev=result.n_dev,
             best_epoch=result.best_epoch, precision=str(clf.backbone.dtype).removeprefix("torch."),
             device=clf.backbone.device.type, tune_backbone=args.tune_backbone,
-            train_counts={str(k): int(v) for k, v in counts.items()}, args=args.recorded()),
+            train_counts={str(k): int(v) for k, v in counts.items()}, args=args.recorded(), select=result.select,
+            folds=result.folds, calibrate=result.calibrate),
         dev_metrics=artifact.Metrics.from_report(result.dev),
         dev_metrics_untrained=artifact.Metrics.from_report(result.dev_untrained),
         history=[artifact.Epoch(**h) for h in result.history],
         versions={"torch": torch.__version__, "transformers": transformers.__version__},
+        label_bias=result.label_bias,
     )

@@ -124,6 +124,11 @@ def edit(path, change):
     (lambda m: m["backbone"].__setitem__("kind", "seq2seq"), "backbone.kind"),
     (lambda m: m.__setitem__("format_version", "2"), "not a version number"),
     (lambda m: m.clear() or m.update(format="ptcli-artifact", format_version=2), "field required"),
+    (lambda m: m.__setitem__("label_bias", [0.5]), "label_bias: expected 2 finite numbers"),
+    (lambda m: m.__setitem__("label_bias", [0.5, float("nan")]), "label_bias: expected 2 finite numbers"),
+    (lambda m: m.__setitem__("label_bias", [float("-inf"), 0.0]), "label_bias: expected 2 finite numbers"),
+    (lambda m: m.__setitem__("label_bias", ["0.5", "0"]), "field label_bias.0: input should be a valid number"),
+    (lambda m: m["encoder"].__setitem__("init", "glove"), "encoder: "),
 ])
 def test_hand_edited_metadata_fails_in_one_line_naming_the_field(tmp_path, change, expected):
     path = save(tmp_path)
@@ -154,7 +159,7 @@ def test_wrong_prompt_shape_is_refused(tmp_path):
 def test_format_1_artifacts_are_upgraded_on_load(tmp_path):
     path = save(tmp_path)
     meta = json.loads((path / "ptcli.json").read_text())
-    training = meta["training"]
+    training = {k: v for k, v in meta["training"].items() if k not in ("select", "folds", "calibrate")}  # not in v1
     v1 = {**meta, "format_version": 1, "seed": training["seed"],
           "training": {**training.pop("args"), **{k: v for k, v in training.items() if k != "seed"}},
           "backbone": {**{k: v for k, v in meta["backbone"].items() if k != "gguf_file"},
@@ -163,6 +168,18 @@ def test_format_1_artifacts_are_upgraded_on_load(tmp_path):
     art = artifact.load(path)
     assert art.meta.training.max_length == 32 and art.meta.training.args == {"epochs": 3}
     assert art.meta.backbone.gguf_file == "m.gguf" and art.meta.training.seed == 0
+
+
+def test_label_bias_roundtrips_and_older_artifacts_have_none(tmp_path):
+    path = artifact.save(tmp_path / "biased", make_meta(label_bias=[-0.25, 1.5]), torch.randn(2, 4), {}, "# card\n")
+    assert artifact.load(path).meta.label_bias == [-0.25, 1.5]
+    edit(path, lambda m: m.__setitem__("label_bias", [0, 2]))  # JSON integers are numbers too
+    assert artifact.load(path).meta.label_bias == [0.0, 2.0]
+    # written before these fields existed: no bias, the paper's encoder init, the dev-acc rule
+    edit(path, lambda m: [m.pop("label_bias"), m["encoder"].pop("init"),
+                          *(m["training"].pop(k) for k in ("select", "folds", "calibrate"))])
+    meta = artifact.load(path).meta
+    assert meta.label_bias is None and meta.encoder.init == "random" and meta.training.select == "dev-acc"
 
 
 def test_metadata_is_small_whatever_the_number_of_labels():

@@ -192,12 +192,27 @@ def test_train_bad_template_and_verbalizer(base, tmp_path):
 
 def test_train_bad_usage(base, tmp_path):
     assert_clean_error(invoke(*base, "--encoder", "gru"), 2, "--encoder")
+    assert_clean_error(invoke(*base, "--prompt-init", "glove"), 2, "--prompt-init 'glove'", "random, vocab")
+    assert_clean_error(invoke(*base, "--calibrate", "platt"), 2, "--calibrate 'platt'", "none, contextual, bias")
+    assert_clean_error(invoke(*base, "--select", "f1"), 2, "--select 'f1'", "dev-acc, dev-loss, kfold")
+    assert_clean_error(invoke(*base, "--select", "kfold", "--dev", base[1]), 2, "--dev", "--select kfold")
     assert_clean_error(invoke(*replace(base, "-o", tmp_path / "missing" / "art")), 1, "does not exist")
     result = invoke(*replace(base, "--device", "cuda"))
     import torch
 
     if not torch.cuda.is_available():
         assert_clean_error(result, 1, "CUDA is not available")
+
+
+def test_train_levers_are_recorded(base, tmp_path):
+    result = invoke(*base, "--prompt-init", "vocab", "--calibrate", "contextual", "--select", "dev-loss", "--json")
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["select"] == "dev-loss" and info["calibrate"] == "contextual" and len(info["label_bias"]) == 2
+    meta = json.loads((tmp_path / "out" / "ptcli.json").read_text())
+    assert meta["encoder"]["init"] == "vocab" and meta["label_bias"] == info["label_bias"]
+    assert (meta["training"]["select"], meta["training"]["calibrate"]) == ("dev-loss", "contextual")
+    assert meta["training"]["args"]["prompt_init"] == "vocab"
 
 
 def test_unseen_dev_label(base, tmp_path):

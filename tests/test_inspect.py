@@ -189,3 +189,17 @@ def test_gguf_backbone_is_read_from_its_cached_conversion(models, review_files, 
     shutil.rmtree(converted)
     gguf.unlink()  # neither the file nor its conversion: the summary alone
     assert inspect_json(art)["prompts"] is None
+
+
+def test_a_label_bias_is_shown(tiny_artifact, tmp_path):
+    art = tmp_path / "biased"
+    shutil.copytree(tiny_artifact, art)
+    meta = json.loads((art / "ptcli.json").read_text())
+    meta["label_bias"] = [0.25, -0.5]
+    meta["training"]["calibrate"] = "contextual"
+    (art / "ptcli.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert inspect_json(art)["label_bias"] == [0.25, -0.5]
+    result = invoke("inspect", art)
+    assert result.exit_code == 0, result.stderr
+    labels = meta["labels"]
+    assert f"{labels[0]} +0.250, {labels[1]} -0.500 (--calibrate contextual)" in " ".join(result.stdout.split())

@@ -1,5 +1,6 @@
 """The shared epoch loop: best-epoch rule, early stop, schedule and seeded order."""
 
+import pytest
 import torch
 
 from ptcli.loop import LoopConfig, fit, warmup_then_decay
@@ -55,3 +56,36 @@ def test_warmup_then_linear_decay_to_zero():
         opt.step()
         schedule.step()
     assert lrs[0] == 0.5 and lrs[1] == 1.0 and lrs[-1] < lrs[2] and opt.param_groups[0]["lr"] == 0.0
+
+
+def test_dev_loss_rule_keeps_the_lowest_loss_and_ties_go_to_accuracy():
+    reports = [{"accuracy": 0.5, "loss": 0.7}, {"accuracy": 0.75, "loss": 0.6}, {"accuracy": 0.5, "loss": 0.4},
+               {"accuracy": 0.75, "loss": 0.4}, {"accuracy": 1.0, "loss": 0.45}]
+    script = iter(reports)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    result = fit(8, lambda idx, e: 0.0, lambda: next(script), lambda: None, opt,
+                 LoopConfig(epochs=4, batch_size=4, patience=5, select="dev-loss"))
+    assert result.best_epoch == 3  # loss 0.4 twice: the one with accuracy 0.75; epoch 4's accuracy 1.0 loses
+
+
+def test_last_rule_and_no_dev_rows_run_every_epoch():
+    kept = []
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    result = fit(8, lambda idx, e: float(e), None, lambda: kept.append(1) or len(kept), opt,
+                 LoopConfig(epochs=3, batch_size=4, patience=1, select="last"))
+    assert result.best_epoch == 3 and result.best == 4 and len(result.history) == 3  # patience never bites
+    assert result.untrained == {} and set(result.history[0]) == {"epoch", "train_loss", "seconds"}
+    with pytest.raises(ValueError, match="last"):
+        fit(8, lambda idx, e: 0.0, None, lambda: None, opt, LoopConfig(epochs=1, select="dev-acc"))
+
+
+def test_a_longer_schedule_is_stopped_part_way():
+    def lrs(config):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        seen = []
+        fit(8, lambda idx, e: seen.append(opt.param_groups[0]["lr"]) or 0.0, None, lambda: None, opt, config)
+        return seen
+
+    full = lrs(LoopConfig(epochs=4, batch_size=4, warmup=0.25, select="last"))
+    part = lrs(LoopConfig(epochs=2, batch_size=4, warmup=0.25, select="last", schedule_epochs=4))
+    assert part == full[:4] and full[-1] > 0  # the first two epochs of the four-epoch schedule, not a shorter one

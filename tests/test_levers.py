@@ -1,0 +1,157 @@
+"""The three training levers end to end on tiny models: --prompt-init, --calibrate and --select."""
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ptcli.train as train_module
+from ptcli import artifact, selection
+from ptcli.classifier import Classifier
+from ptcli.errors import PtcliError, UsageError
+from ptcli.evaluate import EvalArgs, evaluate
+from ptcli.label_bias import content_free_bias
+from ptcli.loading import load_backbone
+from ptcli.predict import PredictArgs, predict
+from ptcli.template import Template
+from ptcli.train import TrainArgs, initial_encoder, train
+from ptcli.verbalizer import Verbalizer
+
+
+def args(files, model, tmp_path, **kw):
+    base = dict(data=files["train"], template=files["template"], model=str(model), verbalizer=files["verbalizer"],
+                output=tmp_path / "art", device="cpu", precision="fp32", epochs=2, seed=0)
+    base.update(kw)
+    return TrainArgs(**base)
+
+
+def classifier(a):
+    backbone = load_backbone(a.model, device="cpu", precision="fp32")
+    verbalizer = Verbalizer.load(a.verbalizer, ["pos", "neg"])
+    return Classifier.build(backbone, Template.load(a.template), verbalizer, a.max_length)
+
+
+def prompts_of(result):
+    return load_file(str(result.artifact / "prompts.safetensors"))["prompt_embeddings"]
+
+
+@pytest.mark.parametrize("init", ["random", "vocab"])
+def test_initial_encoder_is_where_train_starts(models, review_files, tmp_path, init):
+    a = args(review_files, models["bert"], tmp_path, prompt_init=init, epochs=1, lr=1e-12)
+    result = train(a)  # a negligible lr: whichever epoch is kept, the prompts are the untrained ones
+    with torch.no_grad():
+        start = initial_encoder(a, classifier(a))()
+    assert torch.allclose(prompts_of(result), start, atol=1e-5)
+    assert artifact.load(result.artifact).meta.encoder.init == init
+
+
+def test_vocab_prompts_start_at_token_embeddings_and_resume(models, review_files, tmp_path):
+    a = args(review_files, models["bert"], tmp_path, prompt_init="vocab")
+    clf = classifier(a)
+    with torch.no_grad():
+        start = initial_encoder(a, clf)()
+    weight = clf.backbone.input_embeddings.weight.detach()
+    nearest = torch.cdist(start, weight).min(dim=1).values
+    assert float(nearest.max()) < 1e-6  # every untrained prompt is a token's embedding
+    assert not torch.equal(start, initial_encoder(args(review_files, models["bert"], tmp_path, prompt_init="vocab",
+                                                       seed=1), clf)())
+    first = train(a)
+    resumed = train(args(review_files, models["bert"], tmp_path, prompt_init="vocab", output=tmp_path / "b",
+                         resume=first.artifact, lr=1e-12, epochs=1))
+    assert torch.allclose(prompts_of(first), prompts_of(resumed), atol=1e-5)  # the base came back with the state
+    with pytest.raises(PtcliError, match="its encoder"):
+        train(args(review_files, models["bert"], tmp_path, output=tmp_path / "c", resume=first.artifact))
+
+
+def predicted_probs(result, data, tmp_path):
+    out = tmp_path / "pred.csv"
+    predict(PredictArgs(artifact=result.artifact, input=data, output=out, device="cpu", precision="fp32"))
+    df = pd.read_csv(out, dtype=str, keep_default_na=False)
+    return df[[f"prob_{label}" for label in result.labels]].astype(float).to_numpy()
+
+
+def unbiased_probs(result, data):
+    clf, prompts = Classifier.from_artifact(artifact.load(result.artifact), device="cpu", precision="fp32")
+    clf.label_bias = None
+    texts = pd.read_csv(data, dtype=str, keep_default_na=False)["text"].tolist()
+    return clf, prompts, clf.predict_proba(clf.encode(texts), prompts, 32)
+
+
+def shifted(p, bias):
+    """p × exp(bias), renormalised: what adding a log-space bias does to probabilities."""
+    q = p * np.exp(np.asarray(bias))
+    return q / q.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("mode", ["contextual", "bias"])
+def test_calibration_is_stored_reloaded_and_applied_everywhere(models, review_files, tmp_path, monkeypatch, mode):
+    real_fit = train_module.fit
+    # keep the last epoch whatever the dev rows say, so the artifact holds trained prompts (and a trained bias)
+    monkeypatch.setattr(train_module, "fit", lambda *a, **kw: real_fit(*a[:5], replace(a[5], select="last"), **kw))
+    result = train(args(review_files, models["bert"], tmp_path, calibrate=mode, dev=review_files["test"], lr=0.05))
+    assert result.best_epoch == 2
+    meta = artifact.load(result.artifact).meta
+    assert meta.training.calibrate == mode and meta.label_bias == result.label_bias
+    assert len(meta.label_bias) == 2 and all(math.isfinite(b) for b in meta.label_bias)
+    clf, prompts, p = unbiased_probs(result, review_files["test"])
+    if mode == "contextual":  # −log p_cf of the kept prompts
+        assert np.allclose(content_free_bias(clf, prompts).numpy(), meta.label_bias, atol=1e-5)
+    else:  # trained from zero: it moved (how far depends on the batches; Adam moves it at every step)
+        assert any(b != 0.0 for b in meta.label_bias)
+    # predict applies it...
+    assert np.allclose(predicted_probs(result, review_files["test"], tmp_path), shifted(p, meta.label_bias),
+                       atol=1e-5)
+    # ...and so did training's dev evaluation: eval on the same dev rows reproduces the recorded dev metrics
+    report = evaluate(EvalArgs(artifact=result.artifact, data=review_files["test"], device="cpu", precision="fp32"))
+    assert report["accuracy"] == pytest.approx(result.dev["accuracy"])
+
+
+def test_dev_loss_keeps_the_lowest_dev_loss(models, review_files, tmp_path):
+    result = train(args(review_files, models["bert"], tmp_path, select="dev-loss", epochs=4, patience=4, lr=0.05))
+    losses = [result.dev_untrained["loss"]] + [h["dev_loss"] for h in result.history]
+    assert result.best_epoch == int(np.argmin(losses))
+    assert result.select == "dev-loss" and artifact.load(result.artifact).meta.training.select == "dev-loss"
+
+
+def test_kfold_cross_validates_then_trains_on_every_row(models, review_files, tmp_path, monkeypatch):
+    calls = []
+    real_fit = train_module.fit
+
+    def spy(n_rows, step, evaluate, keep, optimizer, config, **kw):
+        calls.append((n_rows, evaluate is not None, config))
+        return real_fit(n_rows, step, evaluate, keep, optimizer, config, **kw)
+
+    monkeypatch.setattr(train_module, "fit", spy)
+    monkeypatch.setattr(selection, "best_epoch", lambda reports: 1)  # force a trained final run
+    result = train(args(review_files, models["bert"], tmp_path, select="kfold", epochs=2, patience=1))
+    *cv, final = calls
+    assert len(cv) == 4 and all(n == 24 and dev and c.epochs == 2 and c.select == "last" for n, dev, c in cv)
+    n, dev, c = final
+    assert n == 32 and not dev and c.epochs == 1 and c.schedule_epochs == 2  # all rows, stopped on the CV schedule
+    assert result.best_epoch == 1 and result.folds == 4 and result.n_train == 32 and result.n_dev == 0
+    assert result.dev["n"] == 32 and result.dev_untrained["n"] == 32  # out-of-fold: every row scored once
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert result.dev["accuracy"] == result.history[0]["dev_accuracy"]
+    training = artifact.load(result.artifact).meta.training
+    assert (training.select, training.folds, training.best_epoch, training.n_dev) == ("kfold", 4, 1, 0)
+
+
+def test_kfold_chooses_by_the_pooled_reports(models, review_files, tmp_path):
+    result = train(args(review_files, models["bert"], tmp_path, select="kfold", epochs=2, lr=0.05))
+    reports = [result.dev_untrained] + [{"accuracy": h["dev_accuracy"], "loss": h["dev_loss"]}
+                                        for h in result.history]
+    assert result.best_epoch == selection.best_epoch(reports)
+
+
+@pytest.mark.parametrize(("change", "option"), [
+    ({"prompt_init": "glove"}, "--prompt-init 'glove'"), ({"calibrate": "platt"}, "--calibrate 'platt'"),
+    ({"select": "dev-f1"}, "--select 'dev-f1'"), ({"select": "kfold", "dev": "dev.csv"}, "--select kfold"),
+    ({"select": "kfold", "tune_backbone": True}, "--tune-backbone: --select kfold"),
+])
+def test_bad_lever_values_are_usage_errors(models, review_files, tmp_path, change, option):
+    with pytest.raises(UsageError, match=option):
+        train(args(review_files, models["bert"], tmp_path, **change))
