@@ -531,7 +531,11 @@ def _template_path(value: Path) -> Path:
     if os.path.lexists(value) and not os.path.isdir(value):
         return value
     name = shipped.shipped_template(value)
-    return shipped.directory() / (name + shipped.TEMPLATE_SUFFIX) if name else value
+    if name is None:
+        return value  # the template loader says what is wrong with it
+    path = shipped.directory() / (name + shipped.TEMPLATE_SUFFIX)
+    log(f"template: shipped {name} ({path})")
+    return path
 
 
 def words(args: WordsArgs, backbone: Backbone | None = None) -> SearchResult:
