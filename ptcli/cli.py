@@ -398,6 +398,45 @@ def inspect_(
     _run(go)
 
 
+@app.command(name="words", epilog="Example: ptcli words reviews.csv --template review_zh.causal --model "
+             "qwen2.5-0.5b-instruct-q4_k_m.gguf -o verbalizer.json; then ptcli train … --verbalizer verbalizer.json")
+def words_(
+    data: Annotated[Path, typer.Argument(help="labeled rows: .csv, .tsv, .jsonl or .parquet")],
+    template: Annotated[Path, typer.Option(help="template file or a shipped template's name; its [P] are left out "
+                                                "(the model is searched zero-shot)")],
+    model: Annotated[str, typer.Option(help="hub id, local model directory or .gguf file")] = "bert-base-chinese",
+    gguf_file: Annotated[str | None, typer.Option(help="GGUF file inside --model when that is a directory")] = None,
+    top: Annotated[int, typer.Option(help="words per label")] = 3,
+    max_tokens: Annotated[int, typer.Option(help="longest word in tokens (causal LMs; a masked LM's words have "
+                                                 "its [MASK] count)")] = 3,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="verbalizer JSON to write, for ptcli train "
+                                                "--verbalizer")] = None,
+    format: Format = None,
+    text_col: Annotated[str, typer.Option(help="column with the input text")] = "text",
+    text_b_col: Annotated[str | None, typer.Option(help="column with the second text (<text_b>)")] = None,
+    label_col: Annotated[str, typer.Option(help="column with the label")] = "label",
+    batch_size: Annotated[int, typer.Option(help="rows per forward pass")] = 8,
+    max_length: Annotated[int, typer.Option(help="token limit; the input text is truncated")] = 256,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    json_: Json = False,
+) -> None:
+    """Propose label words: for each label, the words the frozen model ranks highest on its rows and lowest on the
+    others'; writes a verbalizer JSON to edit and train with."""
+
+    def go() -> None:
+        from ptcli.words import SearchConfig, WordsArgs, format_table
+        from ptcli.words import words as run_words
+
+        config = SearchConfig(top=top, max_tokens=max_tokens, batch_size=batch_size, max_length=max_length)
+        result = run_words(WordsArgs(data=data, template=template, model=model, gguf_file=gguf_file, output=output,
+                                     format=format, text_col=text_col, text_b_col=text_b_col, label_col=label_col,
+                                     device=device, precision=precision, config=config))
+        _print_json(result.to_dict()) if json_ else typer.echo(format_table(result))
+
+    _run(go)
+
+
 @app.command(name="templates", epilog="Example: ptcli train reviews.csv --template review_zh -o reviews-artifact")
 def templates_(json_: Json = False) -> None:
     """List the shipped templates: name, backbone kind (masked/causal) and purpose; use one with --template NAME."""
