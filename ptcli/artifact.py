@@ -121,6 +121,15 @@ class Epoch:
 
 
 @dataclass
+class Demonstration:
+    """A training row shown, with its label word, before every row (`train --demos`; see demos.py)."""
+
+    text: str
+    label: str
+    text_b: str | None = None
+
+
+@dataclass
 class Meta:
     __pydantic_config__ = _STRICT
 
@@ -141,6 +150,8 @@ class Meta:
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     label_bias: list[float] | None = None  # per-label log-space bias added to the label scores; None: no bias
+    demonstrations: list[Demonstration] = field(default_factory=list)  # in prefix order; predict rebuilds it
+    chat: bool = False  # the template sits in the backbone's chat template (`train --chat`; see chat.py)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n"
@@ -185,6 +196,13 @@ class Meta:
             raise bad("encoder.n_prompts", f"{self.encoder.n_prompts}, but the template has {template.n_prompts} [P]")
         if template.has_text_b != (self.columns.text_b is not None):
             raise bad("columns.text_b", "it must name a column exactly when the template has <text_b>")
+        unknown = sorted({d.label for d in self.demonstrations} - set(self.labels))
+        if unknown:
+            raise bad("demonstrations", f"label(s) {', '.join(map(repr, unknown[:5]))} are not among `labels`")
+        if any((d.text_b is not None) != template.has_text_b for d in self.demonstrations):
+            raise bad("demonstrations", "each needs a text_b exactly when the template has <text_b>")
+        if self.chat and self.backbone.kind != "causal":
+            raise bad("chat", "only a causal backbone is trained with --chat")
 
 
 _DAMAGED = "the artifact is damaged or was edited by hand: restore it or train it again"

@@ -26,7 +26,7 @@ from transformers import DynamicCache
 
 from ptcli.backbone import Backbone
 from ptcli.errors import PtcliError
-from ptcli.template import Encoded, Template
+from ptcli.template import Context, Encoded, Template
 
 
 class CausalLM(Backbone):
@@ -49,6 +49,10 @@ class CausalLM(Backbone):
         self.chunk_tokens, self.train_chunk_tokens = 1024, 256
         # LM-head positions per chunk: ~64 MB of fp32 logits whatever the vocabulary size.
         self.head_chunk = max(8, 2**24 // int(self._head.weight.shape[0]))
+        # KV cache copied per pass: each row of a batch gets a copy of the shared context's cache, each pair in a chunk
+        # of continuations a copy of its row's prefix cache. Rows per pass and pairs per chunk keep that under 256 MB
+        # (a 600-token prefix is ~28 MB a row for SmolLM2-135M in fp32, ~15 MB for Qwen2-0.5B). No score changes.
+        self.cache_bytes = 2**28
         _check_split(self)
 
     def slot_length(self, mask_count: int, word_ids: list[list[int]]) -> int:
@@ -71,10 +75,22 @@ class CausalLM(Backbone):
         return warnings
 
     def score(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]) -> torch.Tensor:
+        context = _shared_context(rows)
+        past = self._context_cache(context) if context is not None else None
+        if past is not None:
+            # Each row gets its own copy of the shared cache: bound rows per pass by `cache_bytes`.
+            step = max(1, self.cache_bytes // _row_bytes(past))
+            if step < len(rows):
+                return torch.cat([self._score(rows[i : i + step], prompts, word_ids, past)
+                                  for i in range(0, len(rows), step)])
+        return self._score(rows, prompts, word_ids, past)
+
+    def _score(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]],
+               past: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
         # The slot ends every row and each word is one token: the prefix's last position is the whole score.
         single = all(len(w) == 1 for w in word_ids) and not any(row.after.ids for row in rows)
         with self.autocast():
-            last, cache, attn, prefix_len = self._prefix(rows, prompts, keep_cache=not single)
+            last, cache, attn, prefix_len = self._prefix(rows, prompts, keep_cache=not single, past=past)
         # log P(first token of each word | before): one row of logits per row, read for every word.
         first = torch.tensor([w[0] for w in word_ids], device=self.device)
         scores = torch.log_softmax(self._head(last).float(), dim=-1)[:, first]  # [B, W]
@@ -82,7 +98,29 @@ class CausalLM(Backbone):
             return scores
         return scores + self._continuations(rows, prompts, word_ids, cache, attn, prefix_len)
 
-    def _prefix(self, rows: list[Encoded], prompts: torch.Tensor | None, keep_cache: bool = True
+    def _context_cache(self, context: Context) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """The KV cache [1, heads, C, d] per layer of the special tokens and the shared context but its last token
+        (which each row runs itself, so that every row has a position to read the slot from). Computed once per
+        backbone and kept in `context`, without autograd (it holds no [P]); recomputed on every call while the
+        backbone itself trains (--tune-backbone), since its weights change between calls."""
+        ids = (self.prefix_special + context.ids)[:-1]
+        if not ids:
+            return None
+        cached = context.cache.get(self)
+        if cached is None:
+            # Not inference tensors even when first asked for under inference_mode: training reuses them.
+            with torch.inference_mode(False), torch.no_grad(), self.autocast():
+                t = torch.tensor([ids], device=self.device)
+                out = self._body(inputs_embeds=self.input_embeddings(t), attention_mask=torch.ones_like(t),
+                                 position_ids=torch.arange(len(ids), device=self.device).unsqueeze(0),
+                                 use_cache=True)
+            cached = [(k, v) for k, v, *_ in getattr(out, self._cache_arg)]
+            if not any(p.requires_grad for p in self.model.parameters()):
+                context.cache[self] = cached
+        return cached
+
+    def _prefix(self, rows: list[Encoded], prompts: torch.Tensor | None, keep_cache: bool = True,
+                past: list[tuple[torch.Tensor, torch.Tensor]] | None = None
                 ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
         """Run everything before the slot; return the last hidden state [B, H], the KV cache (None unless
         `keep_cache`), its attention mask and each row's prefix length.
@@ -90,11 +128,17 @@ class CausalLM(Backbone):
         The prefix runs in two parts. Tokens before the first [P] cannot see the prompts (attention is causal), so
         they run without autograd: training then back-propagates only through the short tail, ~2.5× cheaper for
         templates of the form "<text> … [P][P] … [MASK]". Both parts are left-padded so every row's prefix ends in
-        the last column; pad holes in the middle are masked out and positions are explicit.
+        the last column; pad holes in the middle are masked out and positions are explicit. Rows with a shared
+        context start from its cache `past` (`_context_cache`), expanded to the batch, positions shifted past it.
         """
+        context = _shared_context(rows)
+        shift = 0 if past is None else int(past[0][0].shape[2])
         static, dynamic, dynamic_p = [], [], []
         for row in rows:
-            head = self.prefix_special or ([] if row.before.ids else [self.start_id])
+            if context is not None:  # the special tokens and the context, but what `past` holds already
+                head = (self.prefix_special + context.ids)[shift:]
+            else:
+                head = self.prefix_special or ([] if row.before.ids else [self.start_id])
             ids, prompt = head + row.before.ids, [-1] * len(head) + row.before.prompt
             split = min(next((i for i, p in enumerate(prompt) if p >= 0), len(ids)), len(ids) - 1)
             static.append(ids[:split])
@@ -103,13 +147,18 @@ class CausalLM(Backbone):
         sids, sattn = self.to_tensor(static, self.pad_id, left=True)
         dids, dattn = self.to_tensor(dynamic, self.pad_id, left=True)
         dpidx, _ = self.to_tensor(dynamic_p, -1, left=True)
-        static_len = sattn.sum(-1, keepdim=True)
+        static_len = shift + sattn.sum(-1, keepdim=True)
         cache = None
+        if past is not None:
+            cache = DynamicCache(ddp_cache_data=[(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1))
+                                                 for k, v in past])
+        positions = shift + (sattn.cumsum(-1) - 1).clamp(min=0)
+        sattn = torch.cat([sattn.new_ones(len(rows), shift), sattn], dim=1)
         if sids.shape[1]:
             with torch.no_grad():
                 # no [P] here by construction: plain token embeddings
                 out = self._body(inputs_embeds=self.input_embeddings(sids), attention_mask=sattn,
-                                 position_ids=(sattn.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+                                 position_ids=positions, use_cache=True, **{self._cache_arg: cache})
             cache = getattr(out, self._cache_arg)
         attn = torch.cat([sattn, dattn], dim=1)
         out = self._body(inputs_embeds=self.embed(dids, dpidx, prompts), attention_mask=attn,
@@ -155,6 +204,7 @@ class CausalLM(Backbone):
             return out.last_hidden_state[:, :-1][weight[idx]]  # [scored positions, H]
 
         per_chunk = max(1, (self.train_chunk_tokens if grad else self.chunk_tokens) // max(1, cids.shape[1]))
+        per_chunk = min(per_chunk, max(1, self.cache_bytes // _row_bytes(layers)))  # each pair copies the cache
         parts = []
         for start in range(0, cids.shape[0], per_chunk):
             idx = torch.arange(start, min(start + per_chunk, cids.shape[0]), device=self.device)
@@ -210,6 +260,18 @@ class _TargetLogProb(torch.autograd.Function):
                 (gh,) = torch.autograd.grad(logits, h, g * grad[s : s + ctx.chunk].unsqueeze(-1))
             grads.append(gh)
         return (torch.cat(grads) if grads else torch.zeros_like(hidden)), None, None, None
+
+
+def _shared_context(rows: list[Encoded]) -> Context | None:
+    context = rows[0].context if rows else None
+    if any(row.context is not context for row in rows):
+        raise ValueError("rows with different contexts in one batch: encode them with one classifier")
+    return context
+
+
+def _row_bytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """Bytes of one batch row of a KV cache."""
+    return max(1, sum(k[0].numel() * k.element_size() + v[0].numel() * v.element_size() for k, v in layers))
 
 
 def _check_split(backbone: CausalLM) -> None:

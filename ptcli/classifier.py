@@ -7,17 +7,19 @@ encoded or scored.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ptcli.artifact import Artifact
+from ptcli import chat as chats
+from ptcli import demos as demonstrations
+from ptcli.artifact import Artifact, Demonstration
 from ptcli.backbone import Backbone
 from ptcli.console import warn
 from ptcli.errors import PtcliError
 from ptcli.loading import load_backbone
-from ptcli.template import Encoded, Template, TemplateEncoder
+from ptcli.template import Context, Encoded, Template, TemplateEncoder
 from ptcli.verbalizer import Verbalizer, label_scores
 
 
@@ -30,12 +32,16 @@ class Classifier:
     owner: list[int]
     encoder: TemplateEncoder
     label_bias: torch.Tensor | None = None  # [n_labels] added to every row's label log-scores (ptcli/label_bias.py)
+    demos: list[Demonstration] = field(default_factory=list)  # shown before every row (demos.py)
+    chat: bool = False  # the template inside the backbone's chat template (chat.py)
 
     @classmethod
     def build(cls, backbone: Backbone, template: Template, verbalizer: Verbalizer, max_length: int,
-              where: str = "verbalizer", warn_template: bool = True) -> Classifier:
+              where: str = "verbalizer", warn_template: bool = True, demos: list[Demonstration] | None = None,
+              chat: bool = False) -> Classifier:
         words, owner = verbalizer.flat()
-        word_ids = [backbone.tokenize_word(w, template.space_before_slot) for w in words]
+        head, query = chats.wrap(template, backbone) if chat else ([], template)
+        word_ids = [backbone.tokenize_word(w, query.space_before_slot) for w in words]
         backbone.check_words(words, word_ids, template.mask_count, where)
         if warn_template:
             for message in backbone.template_warnings(template):
@@ -47,8 +53,11 @@ class Classifier:
                      f"using {limit}")
             max_length = limit
         slot = backbone.slot_length(template.mask_count, word_ids)
-        encoder = TemplateEncoder(template, backbone.tokenizer, max_length, slot, backbone.n_special())
-        return cls(backbone, template, verbalizer, word_ids, owner, encoder)
+        encoder = TemplateEncoder(query, backbone.tokenizer, max_length, slot, backbone.n_special())
+        shared = head + demonstrations.prefix_ids(demos or [], backbone, template, verbalizer, max_length)
+        if shared:
+            encoder = _with_context(encoder, Context(shared), limit, backbone.info.name, warn_template)
+        return cls(backbone, template, verbalizer, word_ids, owner, encoder, demos=list(demos or []), chat=chat)
 
     @property
     def labels(self) -> list[str]:
@@ -114,13 +123,30 @@ class Classifier:
                              f"{backbone.hidden_size}")
         verbalizer = Verbalizer(labels=art.labels, words=art.meta.words())
         clf = cls.build(backbone, art.meta.parsed_template(), verbalizer, art.meta.training.max_length,
-                        where=str(art.path), warn_template=False)
+                        where=str(art.path), warn_template=False, demos=art.meta.demonstrations, chat=art.meta.chat)
         if clf.word_ids != art.meta.word_ids:
             raise PtcliError(f"{art.path}: the label words tokenize differently with {name}'s tokenizer than at "
                              "training time; use the tokenizer the artifact was trained with")
         if art.meta.label_bias is not None:
             clf.label_bias = torch.tensor(art.meta.label_bias, dtype=torch.float32, device=backbone.device)
         return clf, art.prompts.to(backbone.device)
+
+
+def _with_context(encoder: TemplateEncoder, context: Context, limit: int | None, name: str, warn_about: bool
+                  ) -> TemplateEncoder:
+    """The encoder with the shared context in front of its rows, which are cut shorter where context + row would
+    not fit the model's positions."""
+    room = encoder.max_length if limit is None else min(encoder.max_length, limit - len(context.ids))
+    need = encoder.max_length - encoder.budget + 1  # the template, its slot and one token of text
+    if room < need:
+        raise PtcliError(f"--demos/--chat: the shared prefix (demonstrations, chat template) takes "
+                         f"{len(context.ids)} tokens and the template at least {need}, more than {name}'s {limit} "
+                         "positions; use fewer --demos, or a lower --max-length (it cuts the demonstrations too)")
+    if room < encoder.max_length and warn_about:
+        warn(f"--max-length {encoder.max_length}: the shared prefix takes {len(context.ids)} of {name}'s {limit} "
+             f"positions; rows are cut to {room} tokens")
+    t = encoder
+    return TemplateEncoder(t.template, t.tokenizer, room, t.slot_length, t.n_special, context)
 
 
 # [rows × labels] float64 probabilities held at once: 32 MB. 10,000 intents × 20,000 rows would be 1.6 GB.

@@ -208,11 +208,17 @@ def train(
     select: Annotated[str, typer.Option(
         help="which epoch to keep: dev-acc (best dev accuracy), dev-loss (lowest dev loss), kfold (cross-validate "
         "the epoch count on DATA, then train on all of it; no dev set)")] = "dev-acc",
+    demos: Annotated[str, typer.Option(metavar="N|all", help="training rows per label shown, with their label "
+                                       "word, before every row (in-context demonstrations; kept in the artifact)")
+                     ] = "0",
+    chat: Annotated[bool, typer.Option("--chat", help="put the template in the causal backbone's chat template: "
+                                       "the text in the user turn, the label at the start of the answer")] = False,
     json_: Json = False,
 ) -> None:
     """Train P-tuning prompts on labeled rows; writes an artifact directory."""
 
     def go() -> None:
+        from ptcli.demos import parse_count
         from ptcli.shipped import resolve
         from ptcli.train import TrainArgs
         from ptcli.train import train as run_train
@@ -222,7 +228,8 @@ def train(
                          label_col=label_col, encoder=encoder, epochs=epochs, batch_size=batch_size, lr=lr,
                          patience=patience, dev_fraction=dev_fraction, seed=seed, device=device, precision=precision,
                          max_length=max_length, tune_backbone=tune_backbone, backbone_lr=backbone_lr, resume=resume,
-                         prompt_init=prompt_init, calibrate=calibrate, select=select)
+                         prompt_init=prompt_init, calibrate=calibrate, select=select, demos=parse_count(demos),
+                         chat=chat)
         args.template, args.verbalizer = resolve(template, verbalizer)  # shipped templates by name
         result = run_train(args)
         if json_:

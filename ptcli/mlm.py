@@ -39,9 +39,10 @@ class MaskedLM(Backbone):
         k = len(word_ids[0])
         seqs, pidx, slot_start = [], [], []
         for row in rows:
-            head = self.prefix_special + row.before.ids
+            lead = self.prefix_special + (row.context.ids if row.context is not None else [])  # + demonstrations
+            head = lead + row.before.ids
             seqs.append(head + [self.mask_id] * k + row.after.ids + self.suffix_special)
-            pidx.append([-1] * len(self.prefix_special) + row.before.prompt + [-1] * k + row.after.prompt
+            pidx.append([-1] * len(lead) + row.before.prompt + [-1] * k + row.after.prompt
                         + [-1] * len(self.suffix_special))
             slot_start.append(len(head))
         ids, attn = self.to_tensor(seqs, self.pad_id)

@@ -74,6 +74,10 @@ def check_exportable(art: Artifact) -> None:
         raise PtcliError(f"{art.path}: PEFT cannot run these prompts on a masked LM ({art.meta.backbone.name}): it has "
                          "no masked-LM task, and its P-tuning would put the prompts before [CLS] instead of where the "
                          "template has them; export --format safetensors instead")
+    if art.meta.demonstrations or art.meta.chat:
+        raise PtcliError(f"{art.path}: trained with {'--demos' if art.meta.demonstrations else '--chat'}, whose "
+                         "shared prefix goes before the [P]; PEFT can only prepend its virtual tokens, so export "
+                         "--format safetensors instead")
     template = art.meta.parsed_template()
     if not leading_prompts_only(template):
         raise PtcliError(f"{art.path}: template {template.source!r} has text before a [P]; PEFT's P-tuning can only "

@@ -11,6 +11,7 @@ the candidate label words for a causal LM).
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,16 @@ class Part:
         return len(self.ids)
 
 
+@dataclass(eq=False)
+class Context:
+    """Token ids every row shares before its template (demonstrations, a chat template's head: see demos.py and
+    chat.py), one object for all of a classifier's rows. A causal backbone keeps their KV cache in `cache`, per
+    backbone, so it is computed once."""
+
+    ids: list[int]
+    cache: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
+
+
 @dataclass
 class Encoded:
     """One row, split at the label slot. Special tokens ([CLS], BOS…) are added by the backbone."""
@@ -52,6 +63,7 @@ class Encoded:
     before: Part
     after: Part
     truncated: bool = False
+    context: Context | None = None  # shared tokens that go before `before`, after the special tokens
 
 
 TAG_TEXT = {"prompt": "[P]", "slot": "[MASK]", "text": "<text>", "text_b": "<text_b>"}
@@ -163,8 +175,10 @@ class Template:
 class TemplateEncoder:
     """Tokenizes rows through a template for one tokenizer; literal pieces are tokenized once and cached."""
 
-    def __init__(self, template: Template, tokenizer: Any, max_length: int, slot_length: int, n_special: int) -> None:
+    def __init__(self, template: Template, tokenizer: Any, max_length: int, slot_length: int, n_special: int,
+                 context: Context | None = None) -> None:
         self.template = template
+        self.context = context  # on top of max_length, which bounds the row itself
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.slot_length = slot_length
@@ -249,5 +263,5 @@ class TemplateEncoder:
                     side.add([PROMPT_ID], prompt=int(value))
                 else:
                     side.add(a if kind == "text" else b)
-            rows.append(Encoded(before=before, after=after, truncated=truncated))
+            rows.append(Encoded(before=before, after=after, truncated=truncated, context=self.context))
         return rows

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ptcli import __version__, artifact, plots, selection
+from ptcli import __version__, artifact, demos, plots, selection
 from ptcli.backbone import Backbone, fingerprint
 from ptcli.card import model_card
 from ptcli.checks import check_at_least, check_choice, check_fraction, check_positive_finite, check_seed
@@ -65,6 +65,8 @@ class TrainArgs:
     prompt_init: str = "random"  # random (paper) | vocab: start at token embeddings (ptcli/prompt_init.py)
     calibrate: str = "none"  # none | contextual | bias: a per-label score bias (ptcli/label_bias.py)
     select: str = "dev-acc"  # dev-acc | dev-loss | kfold: which epoch to keep (ptcli/selection.py)
+    demos: int = 0  # training rows per label shown before every row (demos.py); 0 none, -1 (`all`) every row
+    chat: bool = False  # put the template in the causal backbone's chat template (chat.py)
 
     def recorded(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -171,6 +173,8 @@ def _check_args(args: TrainArgs) -> None:
         raise UsageError(f"weight_decay {args.weight_decay} / warmup {args.warmup}: need weight_decay >= 0 and "
                          "0 <= warmup < 1")
     check_seed(args.seed)
+    if args.demos < demos.ALL:
+        raise UsageError(f"--demos {args.demos}: give a number of rows per label (0 for none) or `all`")
 
 
 def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
@@ -194,7 +198,16 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
         raise UsageError("--tune-backbone trains the backbone: let train() load its own copy")
     log(f"backbone: {backbone.info.model_type} ({backbone.kind}), hidden {backbone.hidden_size}, "
         f"{backbone.device.type}, {str(backbone.dtype).removeprefix('torch.')}")
-    clf = Classifier.build(backbone, template, verbalizer, args.max_length, where=str(args.verbalizer or "labels"))
+    shown = demos.choose(train_df, args.demos, args.seed, args.text_col, args.label_col, args.text_b_col
+                         ) if args.demos else []
+    clf = Classifier.build(backbone, template, verbalizer, args.max_length, where=str(args.verbalizer or "labels"),
+                           demos=shown, chat=args.chat)
+    if clf.encoder.context is not None:
+        log(f"shared prefix before every row: {len(clf.encoder.context.ids)} tokens ({len(shown)} demonstration(s)"
+            f"{', chat template' if args.chat else ''})")
+    if shown and args.select == "kfold":
+        warn("--demos with --select kfold: the demonstrations come from DATA, so each held-out fold has some of its "
+             "rows in the prefix and the cross-validated accuracy is optimistic")
     label_index = {label: i for i, label in enumerate(clf.labels)}
     train_rows, dev_rows = _rows(clf, train_df, args), _rows(clf, dev_df, args)
     y_train = [label_index[v] for v in train_df[args.label_col]]
@@ -241,6 +254,7 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     meta = _metadata(args, clf, config, result, train_df)
     if args.tune_backbone:
         meta.training.tuned_fingerprint = fingerprint(backbone.input_embeddings.weight)
+    meta.demonstrations, meta.chat = clf.demos, clf.chat
     curve = plots.available()
 
     def extra(d: Path) -> None:

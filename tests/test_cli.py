@@ -215,6 +215,16 @@ def test_train_levers_are_recorded(base, tmp_path):
     assert meta["training"]["args"]["prompt_init"] == "vocab"
 
 
+def test_train_demos_and_chat_options(base, tmp_path):
+    assert_clean_error(invoke(*base, "--demos", "some"), 2, "--demos some", "or `all`")
+    assert_clean_error(invoke(*base, "--chat"), 2, "--chat", "masked LM")
+    assert not (tmp_path / "out").exists()
+    result = invoke(*base, "--demos", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    meta = json.loads((tmp_path / "out" / "ptcli.json").read_text(encoding="utf-8"))
+    assert [d["label"] for d in meta["demonstrations"]].count("pos") == 2 and len(meta["demonstrations"]) == 4
+
+
 def test_unseen_dev_label(base, tmp_path):
     dev = tmp_path / "dev.csv"
     dev.write_text("text,label\n好,pos\n一般,meh\n", encoding="utf-8")
