@@ -34,7 +34,10 @@ from ptcli.outputs import atomic_directory, check_output_dir
 from ptcli.template import Template
 
 FORMAT = "ptcli-artifact"
-FORMAT_VERSION = 2  # 2: typed record (training.args, backbone.gguf_file, no confusion matrices); 1 is upgraded
+# 3: label_bias, demonstrations, chat, encoder.init (a ptcli that predates them must refuse such an artifact rather than
+# predict without them); 2: typed record (training.args, backbone.gguf_file, no confusion matrices); 1 is upgraded.
+# A version-2 record is a version-3 record without the new fields, which all have defaults.
+FORMAT_VERSION = 3
 META = "ptcli.json"
 PROMPTS = "prompts.safetensors"
 ENCODER = "encoder.safetensors"

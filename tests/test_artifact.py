@@ -93,6 +93,20 @@ def test_damaged_artifacts_are_refused(tmp_path, damage):
         artifact.load(path)
 
 
+def test_format_2_artifacts_still_load(tmp_path):
+    path = save(tmp_path)
+    meta = json.loads((path / "ptcli.json").read_text())
+    assert meta["format_version"] == 3
+    for field in ("label_bias", "demonstrations", "chat"):
+        meta.pop(field, None)
+    meta["encoder"].pop("init", None)
+    meta["format_version"] = 2
+    (path / "ptcli.json").write_text(json.dumps(meta))
+    art = artifact.load(path)
+    assert art.meta.label_bias is None and not art.meta.demonstrations and art.meta.chat is False
+    assert art.meta.encoder.init == "random"
+
+
 def test_not_a_directory(tmp_path):
     with pytest.raises(PtcliError, match="not an artifact directory"):
         artifact.load(tmp_path / "nope")
