@@ -160,8 +160,10 @@ def _main(
     ] = False,
 ) -> None:
     from ptcli.console import set_quiet
+    from ptcli.heap import release_freed_memory_promptly
 
     set_quiet(quiet)
+    release_freed_memory_promptly()
     if threads is not None:
         if threads < 1:
             raise typer.BadParameter("must be at least 1", param_hint="--threads")
