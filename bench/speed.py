@@ -392,7 +392,8 @@ def render(results: dict[str, Any]) -> str:
         lines += [f"## Training memory: slot before vs after the text ({m['rows']} rows of ~{m['mean_chars']:.0f} "
                   f"characters, 1 epoch, {m['precision']}, fresh process each)", "",
                   "| template | peak RSS GB | seconds |", "|---|---:|---:|"]
-        lines += [f"| `{r['template']}` | {r['peak_rss_gb']:.2f} | {r['seconds']:.0f} |" for r in runs.values()]
+        lines += [f"| `{r['template'].replace(chr(10), '⏎')}` | {r['peak_rss_gb']:.2f} | {r['seconds']:.0f} |"
+                  for r in runs.values()]
         if {"slot_before_text", "slot_at_end"} <= runs.keys():
             ratio = runs["slot_before_text"]["seconds"] / runs["slot_at_end"]["seconds"]
             lines += ["", f"slot before the text takes {ratio:.2f}× the time of the slot at the end (target ≤ 4×, "
