@@ -43,7 +43,7 @@ def test_user_setting_wins(monkeypatch):
     assert heap.release_freed_memory_promptly() is False
 
 
-def test_cli_tunes_the_heap(monkeypatch):
+def test_only_train_tunes_the_heap(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     from ptcli.cli import app
@@ -51,4 +51,6 @@ def test_cli_tunes_the_heap(monkeypatch):
     calls = []
     monkeypatch.setattr(heap, "release_freed_memory_promptly", lambda: calls.append(1) or True)
     CliRunner().invoke(app, ["templates", "--json"])
+    assert calls == []  # inference pays page faults for nothing
+    CliRunner().invoke(app, ["train", str(tmp_path / "missing.csv"), "--template", "review_zh"])
     assert calls == [1]
