@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ptcli.data import read_text
-from ptcli.errors import PtcliError
+from ptcli.errors import PtcliError, UsageError
 
 TAG = re.compile(r"\[[^\[\]\s]{1,20}\]|<text[A-Za-z0-9_]*>")
 KNOWN_TAGS = {"[P]", "[MASK]", "<text>", "<text_b>"}
@@ -98,6 +98,13 @@ class Template:
     @property
     def has_text_b(self) -> bool:
         return any(s.kind == "text_b" for s in self.segments)
+
+    def check_text_b_column(self, column: str | None) -> None:
+        """Refuse <text_b> without a column to fill it, and a --text-b-col with no <text_b> to go in."""
+        if self.has_text_b and not column:
+            raise UsageError(f"{self.path}: the template has <text_b>; name its column with --text-b-col")
+        if column and not self.has_text_b:
+            raise UsageError(f"--text-b-col {column}: the template {self.path} has no <text_b> to put it in")
 
     @property
     def space_before_slot(self) -> bool:

@@ -130,10 +130,7 @@ def _score(clf: Classifier, rows: list[Encoded], y: list[int], prompts: torch.Te
 
 
 def _load_data(args: TrainArgs, template: Template) -> tuple[pd.DataFrame, pd.DataFrame]:
-    if template.has_text_b and not args.text_b_col:
-        raise UsageError(f"{template.path}: the template has <text_b>; name its column with --text-b-col")
-    if args.text_b_col and not template.has_text_b:
-        raise UsageError(f"--text-b-col {args.text_b_col}: the template {template.path} has no <text_b> to put it in")
+    template.check_text_b_column(args.text_b_col)
     df = read_labeled(args.data, args.text_col, args.label_col, args.text_b_col, args.format)
     classes = sorted(set(df[args.label_col]))
     if len(classes) < 2:
