@@ -1,4 +1,5 @@
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -150,3 +151,16 @@ def test_newline_before_prompt_is_kept(models):
     enc = TemplateEncoder(Template.parse("<text>\n[P] It was [MASK]"), tok, 64, 1, 0)
     (row,) = enc.encode(["fun"])
     assert "Ċ" in tok.convert_ids_to_tokens([i for i in row.before.ids if i >= 0])
+
+
+def test_text_b_column_must_match_the_template():
+    from ptcli.errors import UsageError
+
+    pair, single = Template.parse("<text>[MASK]<text_b>", "pair.txt"), Template.parse("<text>[MASK]", "one.txt")
+    pair.check_text_b_column("hypothesis")
+    single.check_text_b_column(None)
+    message = "pair.txt: the template has <text_b>; name its column with --text-b-col"
+    with pytest.raises(UsageError, match=re.escape(message)):
+        pair.check_text_b_column(None)
+    with pytest.raises(UsageError, match=re.escape("--text-b-col hypothesis: the template one.txt has no <text_b>")):
+        single.check_text_b_column("hypothesis")
