@@ -10,7 +10,6 @@ path, size and mtime; a file whose size or mtime changed is hashed again.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from ptcli.console import log
 from ptcli.errors import PtcliError
-from ptcli.paths import cache_dir
+from ptcli.paths import cache_dir, read_json_cache, write_json_cache
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -34,11 +33,7 @@ def _index_path() -> Path:
 
 
 def _read_index() -> dict[str, dict[str, object]]:
-    try:
-        data = json.loads(_index_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}  # missing or damaged: the index is only a shortcut, rebuilt as files are hashed
-    return data if isinstance(data, dict) else {}
+    return read_json_cache(_index_path())
 
 
 def sha256_indexed(path: Path) -> str:
@@ -56,13 +51,7 @@ def sha256_indexed(path: Path) -> str:
     digest = sha256_file(resolved)
     index = _read_index()  # re-read: another process may have added entries meanwhile
     index[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
-    fd, tmp = tempfile.mkstemp(prefix=".sha256-index.", dir=_index_path().parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(index, f, indent=1, sort_keys=True)
-        os.replace(tmp, _index_path())  # atomic: a concurrent reader sees the old index or the new one
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)  # an unwritable cache only costs the next command a re-hash
+    write_json_cache(_index_path(), index)
     return digest
 
 

@@ -8,9 +8,6 @@ is autocast only, and `auto` picks it only when a short forward of the real mode
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from torch import nn
 
 from ptcli.console import warn
 from ptcli.errors import PtcliError, UsageError
+from ptcli.paths import cache_dir, read_json_cache, write_json_cache
 
 CHOICES = ("auto", "fp32", "bf16", "int8")
 
@@ -82,34 +80,18 @@ def _machine_key(key: str) -> str:
 
 
 def _probe_file() -> Path:
-    from ptcli.paths import cache_dir
-
     return cache_dir("precision") / "bf16-probe.json"
 
 
 def _remembered(machine_key: str) -> bool | None:
-    try:
-        value = json.loads(_probe_file().read_text(encoding="utf-8")).get(machine_key)
-    except (OSError, ValueError, AttributeError):
-        return None  # missing or damaged: the file is only a shortcut
+    value = read_json_cache(_probe_file()).get(machine_key)
     return value if isinstance(value, bool) else None
 
 
 def _remember(machine_key: str, verdict: bool) -> None:
-    path = _probe_file()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        data = data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        data = {}
+    data = read_json_cache(_probe_file())
     data[machine_key] = verdict
-    fd, tmp = tempfile.mkstemp(prefix=".bf16-probe.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)  # an unwritable cache only costs the next command a probe
+    write_json_cache(_probe_file(), data)
 
 
 def bf16_autocast_is_faster(model: Any, key: str, batch: int = 4, length: int = 32) -> bool:
