@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from methods import MAX_LENGTH, log
 
+from ptcli import batching
 from ptcli.backbone import Backbone
 from ptcli.classifier import Classifier
 from ptcli.encoder import EncoderConfig, PromptEncoder
@@ -259,7 +260,7 @@ def _set_precision(backbone: Backbone, name: str) -> None:
 def predict_vs_bare(backbone: Backbone, template: Template, verbalizer: Verbalizer, texts: list[str],
                     batch_size: int, repeats: int, precisions: list[str]) -> dict[str, Any]:
     """`Classifier.predict_proba` (tokenization included) vs a bare forward of the same backbone over the same
-    templated token ids ([P] replaced by a plain token), in the same longest-first batches and the same precision,
+    templated token ids ([P] replaced by a plain token), in the same batches (ptcli.batching) and the same precision,
     logits at the last position only. Timings alternate ptcli/bare so drift hits both alike."""
     clf = Classifier.build(backbone, template, verbalizer, MAX_LENGTH, warn_template=False)
     torch.manual_seed(0)
@@ -268,16 +269,15 @@ def predict_vs_bare(backbone: Backbone, template: Template, verbalizer: Verbaliz
     rows = clf.encode(texts)
     head = backbone.prefix_special or [getattr(backbone, "start_id", backbone.pad_id)]
     seqs = [head + [t if t >= 0 else backbone.pad_id for t in r.before.ids + r.after.ids] for r in rows]
-    order = sorted(range(len(rows)), key=lambda i: -(len(rows[i].before) + len(rows[i].after)))
+    plan = batching.plan([len(r.before) + len(r.after) for r in rows], batch_size)  # predict_proba's batches
 
     def ptcli() -> None:
         clf.predict_proba(clf.encode(texts), prompts, batch_size)
 
     def bare() -> None:
         with torch.inference_mode(), backbone.autocast():
-            for start in range(0, len(order), batch_size):
-                ids, attn = backbone.to_tensor([seqs[i] for i in order[start : start + batch_size]], backbone.pad_id,
-                                               left=True)
+            for batch in plan:
+                ids, attn = backbone.to_tensor([seqs[i] for i in batch], backbone.pad_id, left=True)
                 backbone.model(input_ids=ids, attention_mask=attn, logits_to_keep=1)
 
     out: dict[str, Any] = {"rows": len(texts), "batch_size": batch_size, "repeats": repeats,

@@ -53,6 +53,8 @@ class CausalLM(Backbone):
         # of continuations a copy of its row's prefix cache. Rows per pass and pairs per chunk keep that under 256 MB
         # (a 600-token prefix is ~28 MB a row for SmolLM2-135M in fp32, ~15 MB for Qwen2-0.5B). No score changes.
         self.cache_bytes = 2**28
+        # (context, tokens, prompts, cache) of the last leading run a whole batch shared (`_shared_past`).
+        self._template_past: tuple[Any, Any, torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
         _check_split(self)
 
     def slot_length(self, mask_count: int, word_ids: list[list[int]]) -> int:
@@ -75,28 +77,78 @@ class CausalLM(Backbone):
         return warnings
 
     def score(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]) -> torch.Tensor:
-        context = _shared_context(rows)
-        past = self._context_cache(context) if context is not None else None
+        seqs = [self._sequence(row) for row in rows]
+        past = self._shared_past(rows, seqs, prompts)
         if past is not None:
             # Each row gets its own copy of the shared cache: bound rows per pass by `cache_bytes`.
             step = max(1, self.cache_bytes // _row_bytes(past))
             if step < len(rows):
-                return torch.cat([self._score(rows[i : i + step], prompts, word_ids, past)
+                return torch.cat([self._score(rows[i : i + step], seqs[i : i + step], prompts, word_ids, past)
                                   for i in range(0, len(rows), step)])
-        return self._score(rows, prompts, word_ids, past)
+        return self._score(rows, seqs, prompts, word_ids, past)
 
-    def _score(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]],
-               past: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
+    def _score(self, rows: list[Encoded], seqs: list[_Sequence], prompts: torch.Tensor | None,
+               word_ids: list[list[int]], past: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
         # The slot ends every row and each word is one token: the prefix's last position is the whole score.
         single = all(len(w) == 1 for w in word_ids) and not any(row.after.ids for row in rows)
         with self.autocast():
-            last, cache, attn, prefix_len = self._prefix(rows, prompts, keep_cache=not single, past=past)
+            last, cache, attn, prefix_len = self._prefix(seqs, prompts, keep_cache=not single, past=past)
         # log P(first token of each word | before): one row of logits per row, read for every word.
         first = torch.tensor([w[0] for w in word_ids], device=self.device)
         scores = torch.log_softmax(self._head(last).float(), dim=-1)[:, first]  # [B, W]
         if single:
             return scores
         return scores + self._continuations(rows, prompts, word_ids, cache, attn, prefix_len)
+
+    def _sequence(self, row: Encoded) -> _Sequence:
+        """Everything a row runs before its slot: the special tokens, the shared context, then `before`; with each
+        position's prompt index (-1: a plain token)."""
+        if row.context is not None:
+            head = self.prefix_special + row.context.ids
+        else:
+            head = self.prefix_special or ([] if row.before.ids else [self.start_id])
+        return head + row.before.ids, [-1] * len(head) + row.before.prompt
+
+    def _shared_past(self, rows: list[Encoded], seqs: list[_Sequence], prompts: torch.Tensor | None
+                     ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """The KV cache [1, heads, S, d] per layer of the first S positions every row of the batch shares, or None.
+
+        The shared context (demonstrations, a chat head) is cached once per backbone (`_context_cache`). When nothing
+        needs gradients (prediction, evaluation), the template's own leading run is shared too: in
+        "[P][P][P][P]评论：<text>…" the prompts and the anchor text are the same tokens in every row, so they run
+        once instead of once a row (the demo's 150 rows: 9 of their ~60 tokens each). Kept while the same prompts
+        come back, so a whole prediction runs them once. Each row keeps at least its last position to run itself.
+        """
+        context = _shared_context(rows)
+        past = self._context_cache(context) if context is not None else None
+        if self._needs_grad(prompts) or not rows:
+            return past
+        ids, pidx = seqs[0]
+        shared = min(len(s[0]) for s in seqs) - 1
+        for other_ids, other_p in seqs[1:]:
+            shared = next((i for i in range(shared) if other_ids[i] != ids[i] or other_p[i] != pidx[i]), shared)
+        shift = 0 if past is None else int(past[0][0].shape[2])
+        if shared <= shift:
+            return past
+        key = (tuple(ids[:shared]), tuple(pidx[:shared]))
+        kept = self._template_past
+        if kept is not None and kept[0] is context and kept[1] == key and _same(kept[2], prompts):
+            return kept[3]
+        with torch.inference_mode(False), torch.no_grad(), self.autocast():
+            t = torch.tensor([ids[shift:shared]], device=self.device)
+            p = torch.tensor([pidx[shift:shared]], device=self.device)
+            cache = None if past is None else DynamicCache(ddp_cache_data=past)
+            out = self._body(inputs_embeds=self.embed(t, p, prompts), attention_mask=t.new_ones(1, shared),
+                             position_ids=torch.arange(shift, shared, device=self.device).unsqueeze(0),
+                             use_cache=True, **{self._cache_arg: cache})
+        layers = [(k, v) for k, v, *_ in getattr(out, self._cache_arg)]
+        self._template_past = (context, key, None if prompts is None else prompts.detach().clone(), layers)
+        return layers
+
+    def _needs_grad(self, prompts: torch.Tensor | None) -> bool:
+        if not torch.is_grad_enabled():
+            return False
+        return (prompts is not None and prompts.requires_grad) or any(p.requires_grad for p in self.model.parameters())
 
     def _context_cache(self, context: Context) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """The KV cache [1, heads, C, d] per layer of the special tokens and the shared context but its last token
@@ -119,7 +171,7 @@ class CausalLM(Backbone):
                 context.cache[self] = cached
         return cached
 
-    def _prefix(self, rows: list[Encoded], prompts: torch.Tensor | None, keep_cache: bool = True,
+    def _prefix(self, seqs: list[_Sequence], prompts: torch.Tensor | None, keep_cache: bool = True,
                 past: list[tuple[torch.Tensor, torch.Tensor]] | None = None
                 ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
         """Run everything before the slot; return the last hidden state [B, H], the KV cache (None unless
@@ -128,19 +180,16 @@ class CausalLM(Backbone):
         The prefix runs in two parts. Tokens before the first [P] cannot see the prompts (attention is causal), so
         they run without autograd: training then back-propagates only through the short tail, ~2.5× cheaper for
         templates of the form "<text> … [P][P] … [MASK]". Both parts are left-padded so every row's prefix ends in
-        the last column; pad holes in the middle are masked out and positions are explicit. Rows with a shared
-        context start from its cache `past` (`_context_cache`), expanded to the batch, positions shifted past it.
+        the last column; pad holes in the middle are masked out and positions are explicit. The first positions
+        every row shares can come as a cache `past` (`_shared_past`), expanded to the batch, positions shifted past
+        it.
         """
-        context = _shared_context(rows)
         shift = 0 if past is None else int(past[0][0].shape[2])
+        two_parts = self._needs_grad(prompts)  # without autograd one pass does it, with one pass's overhead
         static, dynamic, dynamic_p = [], [], []
-        for row in rows:
-            if context is not None:  # the special tokens and the context, but what `past` holds already
-                head = (self.prefix_special + context.ids)[shift:]
-            else:
-                head = self.prefix_special or ([] if row.before.ids else [self.start_id])
-            ids, prompt = head + row.before.ids, [-1] * len(head) + row.before.prompt
-            split = min(next((i for i, p in enumerate(prompt) if p >= 0), len(ids)), len(ids) - 1)
+        for all_ids, all_prompt in seqs:
+            ids, prompt = all_ids[shift:], all_prompt[shift:]  # what `past` holds already is not run again
+            split = min(next((i for i, p in enumerate(prompt) if p >= 0), len(ids)), len(ids) - 1) if two_parts else 0
             static.append(ids[:split])
             dynamic.append(ids[split:])
             dynamic_p.append(prompt[split:])
@@ -148,12 +197,11 @@ class CausalLM(Backbone):
         dids, dattn = self.to_tensor(dynamic, self.pad_id, left=True)
         dpidx, _ = self.to_tensor(dynamic_p, -1, left=True)
         static_len = shift + sattn.sum(-1, keepdim=True)
-        cache = None
+        cache, n = None, len(seqs)
         if past is not None:
-            cache = DynamicCache(ddp_cache_data=[(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1))
-                                                 for k, v in past])
+            cache = DynamicCache(ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in past])
         positions = shift + (sattn.cumsum(-1) - 1).clamp(min=0)
-        sattn = torch.cat([sattn.new_ones(len(rows), shift), sattn], dim=1)
+        sattn = torch.cat([sattn.new_ones(n, shift), sattn], dim=1)
         if sids.shape[1]:
             with torch.no_grad():
                 # no [P] here by construction: plain token embeddings
@@ -260,6 +308,16 @@ class _TargetLogProb(torch.autograd.Function):
                 (gh,) = torch.autograd.grad(logits, h, g * grad[s : s + ctx.chunk].unsqueeze(-1))
             grads.append(gh)
         return (torch.cat(grads) if grads else torch.zeros_like(hidden)), None, None, None
+
+
+# A row's pre-slot token ids and, per position, its prompt index (-1: a plain token).
+_Sequence = tuple[list[int], list[int]]
+
+
+def _same(kept: torch.Tensor | None, prompts: torch.Tensor | None) -> bool:
+    if kept is None or prompts is None:
+        return kept is None and prompts is None
+    return kept.shape == prompts.shape and kept.device == prompts.device and bool(torch.equal(kept, prompts))
 
 
 def _shared_context(rows: list[Encoded]) -> Context | None:

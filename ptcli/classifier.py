@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ptcli import batching
 from ptcli import chat as chats
 from ptcli import demos as demonstrations
 from ptcli.artifact import Artifact, Demonstration
@@ -75,14 +76,13 @@ class Classifier:
 
     def predict_proba(self, rows: list[Encoded], prompts: torch.Tensor | None, batch_size: int,
                       on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-        """[N, n_labels] probabilities. Rows are batched longest-first so each batch pads to similar lengths;
-        `on_batch(n)` is told after each batch of n rows (progress bars)."""
-        order = sorted(range(len(rows)), key=lambda i: -(len(rows[i].before) + len(rows[i].after)))
+        """[N, n_labels] probabilities. Rows are batched longest-first, cut where padding would cost more than
+        another pass (ptcli.batching), at most `batch_size` a batch; `on_batch(n)` is told after each batch of n
+        rows (progress bars)."""
         out = np.zeros((len(rows), len(self.labels)), dtype=np.float64)
         self.backbone.train(False)
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
+            for idx in batching.plan([len(r.before) + len(r.after) for r in rows], batch_size):
                 logits = self.logits([rows[i] for i in idx], prompts)
                 out[idx] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
                 if on_batch is not None:

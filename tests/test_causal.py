@@ -134,3 +134,44 @@ def test_chunked_scorer_never_builds_full_vocabulary_logits_per_position(models,
     monkeypatch.setattr(bb.model, "forward", lambda *a, **k: pytest.fail("full model forward: logits everywhere"))
     bb.score(clf.encode(TEXTS), torch.randn(1, bb.hidden_size), clf.word_ids)
     assert seen and max(seen) <= max(4, len(TEXTS))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "qwen2"])
+def test_shared_template_run_follows_the_prompts_it_was_built_with(models, name):
+    # Inference runs the rows' common leading tokens ([P] included) once and keeps that cache; new prompts must not
+    # reuse a cache built from the old ones.
+    bb, clf = build(models, name, "[P][P] Review: <text> It was [MASK]")
+    rows = clf.encode(TEXTS)
+    for seed in (0, 1):
+        prompts = torch.randn(clf.template.n_prompts, bb.hidden_size, generator=torch.Generator().manual_seed(seed))
+        with torch.inference_mode():
+            got = bb.score(rows, prompts, clf.word_ids)
+        for r, row in enumerate(rows):
+            for w, word in enumerate(clf.word_ids):
+                want = torch.as_tensor(naive(bb, row, prompts, word))
+                assert torch.allclose(got[r, w], want, atol=1e-4), (seed, r, w)
+
+
+def test_inference_runs_the_shared_leading_tokens_once(models):
+    bb, clf = build(models, "qwen2", "[P][P] Review: <text> It was [MASK]")
+    rows = clf.encode(TEXTS)
+    prompts = torch.randn(clf.template.n_prompts, bb.hidden_size)
+    shared = len(clf.encode(["x"])[0].before.ids) - 1  # "[P][P] Review:" and what else every row starts with
+    assert shared >= 3
+    ran = []
+    body = bb._body
+    bb._body = lambda **kw: ran.append(kw["inputs_embeds"].shape[:2]) or body(**kw)
+    with torch.inference_mode():
+        bb.score(rows, prompts, clf.word_ids)
+        first = sum(b * n for b, n in ran)
+        ran.clear()
+        bb.score(rows, prompts, clf.word_ids)  # same prompts: the shared run is not repeated
+        again = sum(b * n for b, n in ran)
+    bb._body = body
+    prompts.requires_grad_(True)
+    ran.clear()
+    bb._body = lambda **kw: ran.append(kw["inputs_embeds"].shape[:2]) or body(**kw)
+    bb.score(rows, prompts, clf.word_ids)  # training: every row runs its whole prefix, for the gradients
+    bb._body = body
+    training = sum(b * n for b, n in ran)
+    assert again < first < training
