@@ -142,13 +142,18 @@ class CausalLM(Backbone):
                              position_ids=torch.arange(shift, shared, device=self.device).unsqueeze(0),
                              use_cache=True, **{self._cache_arg: cache})
         layers = [(k, v) for k, v, *_ in getattr(out, self._cache_arg)]
-        self._template_past = (context, key, None if prompts is None else prompts.detach().clone(), layers)
+        # Kept only while the weights cannot change between calls (not under --tune-backbone).
+        kept_prompts = None if prompts is None else prompts.detach().clone()
+        self._template_past = (context, key, kept_prompts, layers) if not self._trainable() else None
         return layers
 
     def _needs_grad(self, prompts: torch.Tensor | None) -> bool:
         if not torch.is_grad_enabled():
             return False
-        return (prompts is not None and prompts.requires_grad) or any(p.requires_grad for p in self.model.parameters())
+        return (prompts is not None and prompts.requires_grad) or self._trainable()
+
+    def _trainable(self) -> bool:
+        return any(p.requires_grad for p in self.model.parameters())
 
     def _context_cache(self, context: Context) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """The KV cache [1, heads, C, d] per layer of the special tokens and the shared context but its last token
@@ -167,7 +172,7 @@ class CausalLM(Backbone):
                                  position_ids=torch.arange(len(ids), device=self.device).unsqueeze(0),
                                  use_cache=True)
             cached = [(k, v) for k, v, *_ in getattr(out, self._cache_arg)]
-            if not any(p.requires_grad for p in self.model.parameters()):
+            if not self._trainable():
                 context.cache[self] = cached
         return cached
 

@@ -175,3 +175,25 @@ def test_inference_runs_the_shared_leading_tokens_once(models):
     bb._body = body
     training = sum(b * n for b, n in ran)
     assert again < first < training
+
+
+def test_shared_template_run_is_not_kept_while_the_backbone_trains(models):
+    # --tune-backbone: the weights move between dev evaluations while the prompts (here none) stay the same.
+    bb = load_backbone(str(models["qwen2"]), device="cpu", precision="fp32", trainable=True)
+    verbalizer = Verbalizer(labels=list(WORDS), words=[[w] for w in WORDS.values()])
+    clf = Classifier.build(bb, Template.parse("Review: <text> It was [MASK]"), verbalizer, max_length=64,
+                           warn_template=False)
+    rows = clf.encode(TEXTS)
+    with torch.inference_mode():
+        before = bb.score(rows, None, clf.word_ids)
+    with torch.no_grad():
+        for p in bb.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    with torch.inference_mode():
+        after = bb.score(rows, None, clf.word_ids)
+    for r, row in enumerate(rows):
+        for w, word in enumerate(clf.word_ids):
+            with torch.no_grad():
+                want = torch.as_tensor(naive(bb, row, torch.zeros(1, bb.hidden_size), word))  # no [P] to fill
+            assert torch.allclose(after[r, w], want, atol=1e-4), (r, w)
+    assert not torch.allclose(before, after)
