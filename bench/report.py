@@ -220,8 +220,9 @@ def accuracy_section(data: dict[str, Any]) -> list[str]:
              "Mean ± sample std over seeds (one K-shot training set per seed; the test rows are fixed per data set). "
              "Zero-shot trains nothing, so it has one figure per data set. *ECE*: expected calibration error of the "
              "top label's probability (15 bins, ptcli/calibration.py). *train s*: training time per run (ptcli and "
-             "PEFT: the epochs, dev evaluation included, backbone load excluded; ICL: ptcli's train() call, which "
-             "trains nothing; probe: train-row features + fit; SetFit: `trainer.train()`); *predict s*: scoring "
+             "PEFT: the epochs, dev evaluation included, backbone load excluded; ICL: 0, nothing is trained (runs "
+             "before 2026-11-30 09:00 timed a train() call that also scored the K rows as dev rows); probe: "
+             "train-row features + fit; SetFit: `trainer.train()`); *predict s*: scoring "
              "all test rows once. *ptcli − this*: the paired difference and its 95% interval (see *Verdict*).", ""]
     cmp = {(c["dataset"], c["backbone"], c["k"], c["peer"]): c for c in comparisons(data)}
     for (dataset, backbone), by_k in groups(data, "verdict").items():
@@ -534,8 +535,8 @@ def setup_section(data: dict[str, Any]) -> list[str]:
                      f"{pe['batch_size']}, epochs, patience, dev split and seeds as ptcli.")
     lines.append("- **in-context learning**: the same K rows per class as demonstrations of the manual template "
                  "(ptcli's template without [P], same label words), same backbone, fixed seeded order, the "
-                 "demonstration prefix KV-cached: `ptcli.train.train(TrainArgs(template=<manual>, demos=K, "
-                 "dev=<the same rows>))`, test rows through the artifact's `Classifier`."
+                 "demonstration prefix KV-cached: the `Classifier` that `ptcli train --template <manual> --demos K` "
+                 "writes (ptcli.demos.choose, the seed's order), built directly."
                  + ("" if ic else " Not run yet where *Not run* says so."))
     for dataset, t in meta.get("templates", {}).items():
         lines.append(f"- template for {dataset}: `{t['template'].strip()!r}`, label words `{t['verbalizer'].strip()}`")
