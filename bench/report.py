@@ -644,6 +644,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.results) > 1 and not args.merge:
         ap.error("several results files: pass --merge to assemble them into one report")
     loaded = [(p.name, json.loads(p.read_text(encoding="utf-8"))) for p in args.results]
+    if args.merge:  # bench/results/*.json also matches bench/speed.py's results, which have no accuracy runs
+        skipped = [name for name, d in loaded if not isinstance(d, dict) or "runs" not in d or "meta" not in d]
+        for name in skipped:
+            print(f"{name}: not an accuracy run (no runs/meta), left out of the merge", file=sys.stderr)
+        loaded = [(name, d) for name, d in loaded if name not in skipped]
+        if not loaded:
+            ap.error("none of these files is an accuracy run of bench/run.py")
     if args.merge:
         data = merge(loaded)
         out = args.output or args.results[0].parent / "latest.md"
