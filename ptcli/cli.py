@@ -199,14 +199,15 @@ def train(
     backbone_lr: Annotated[float, typer.Option(help="backbone learning rate with --tune-backbone")] = 1e-5,
     resume: Annotated[Path | None, typer.Option(help="artifact whose prompt encoder training continues")] = None,
     prompt_init: Annotated[str, typer.Option(
-        help="where the prompts start: random (the paper's encoder init) or vocab (at the embeddings of sampled "
-        "vocabulary tokens; the encoder learns a residual at token-embedding scale)")] = "random",
+        help="where the prompts start: vocab (at the embeddings of sampled vocabulary tokens; the encoder learns a "
+        "residual at token-embedding scale) or random (the paper's encoder init); --resume keeps the artifact's")
+                           ] = "vocab",
     calibrate: Annotated[str, typer.Option(
         help="per-label score bias: none; contextual (divide by the label probabilities of content-free inputs "
         "'', 'N/A', '...'); bias (a bias trained with the prompts)")] = "none",
     select: Annotated[str, typer.Option(
-        help="which epoch to keep: dev-acc (best dev accuracy), dev-loss (lowest dev loss), kfold (cross-validate "
-        "the epoch count on DATA, then train on all of it; no dev set)")] = "dev-acc",
+        help="which epoch to keep: dev-loss (lowest dev loss), dev-acc (best dev accuracy), kfold (cross-validate "
+        "the epoch count on DATA, then train on all of it; no dev set)")] = "dev-loss",
     demos: Annotated[str, typer.Option(metavar="N|all", help="training rows per label shown, with their label "
                                        "word, before every row (in-context demonstrations; kept in the artifact)")
                      ] = "0",

@@ -31,7 +31,7 @@ class LoopConfig:
     patience: int = 5  # epochs without a new best before stopping
     warmup: float = 0.1  # share of all steps with a linearly rising learning rate, then linear decay to 0
     seed: int = 42  # data order
-    select: str = "dev-acc"  # best-epoch rule: dev-acc | dev-loss | last (see the module docstring)
+    select: str = "dev-loss"  # best-epoch rule: dev-loss | dev-acc | last (see the module docstring); as TrainArgs
     schedule_epochs: int | None = None  # epochs the learning-rate schedule spans (default `epochs`); more stops early
 
 

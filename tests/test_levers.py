@@ -63,8 +63,19 @@ def test_vocab_prompts_start_at_token_embeddings_and_resume(models, review_files
     resumed = train(args(review_files, models["bert"], tmp_path, prompt_init="vocab", output=tmp_path / "b",
                          resume=first.artifact, lr=1e-12, epochs=1))
     assert torch.allclose(prompts_of(first), prompts_of(resumed), atol=1e-5)  # the base came back with the state
+    # --prompt-init does not matter once trained weights replace the start: resume follows the artifact's init,
+    # either way round (artifacts trained before vocab became the default resume under the new default).
+    other = train(args(review_files, models["bert"], tmp_path, prompt_init="random", output=tmp_path / "c",
+                       resume=first.artifact, lr=1e-12, epochs=1))
+    assert artifact.load(other.artifact).meta.encoder.init == "vocab"
+    assert torch.allclose(prompts_of(first), prompts_of(other), atol=1e-5)
+    old = train(args(review_files, models["bert"], tmp_path, prompt_init="random", output=tmp_path / "d", epochs=1))
+    again = train(args(review_files, models["bert"], tmp_path, output=tmp_path / "e", resume=old.artifact,
+                       lr=1e-12, epochs=1))
+    assert artifact.load(again.artifact).meta.encoder.init == "random"
+    assert torch.allclose(prompts_of(old), prompts_of(again), atol=1e-5)
     with pytest.raises(PtcliError, match="its encoder"):
-        train(args(review_files, models["bert"], tmp_path, output=tmp_path / "c", resume=first.artifact))
+        train(args(review_files, models["bert"], tmp_path, encoder="mlp", output=tmp_path / "f", resume=old.artifact))
 
 
 def predicted_probs(result, data, tmp_path):

@@ -6,7 +6,7 @@ import torch
 from ptcli.loop import LoopConfig, fit, warmup_then_decay
 
 
-def run(reports, patience=2, epochs=None, n_rows=10, seed=0):
+def run(reports, patience=2, epochs=None, n_rows=10, seed=0, select="dev-acc"):
     script = iter(reports)
     seen, kept = [], []
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
@@ -19,7 +19,7 @@ def run(reports, patience=2, epochs=None, n_rows=10, seed=0):
         kept.append(len(kept))
         return kept[-1]
 
-    config = LoopConfig(epochs=epochs or len(reports) - 1, batch_size=4, patience=patience, seed=seed)
+    config = LoopConfig(epochs=epochs or len(reports) - 1, batch_size=4, patience=patience, seed=seed, select=select)
     return fit(n_rows, step, lambda: next(script), keep, opt, config), seen
 
 
