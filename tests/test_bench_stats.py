@@ -241,3 +241,37 @@ def test_only_selects_optional_data_sets_by_name() -> None:
     assert "mr/qwen" not in [d.name for d in plan.selected(None)]
     assert [d.name for d in plan.selected(["mr/qwen"])] == ["mr/qwen"]
     assert {d.name for d in plan.selected(["mr"])} == {"mr/smollm2", "mr/qwen"}
+
+
+def test_seeds_and_epochs_override_the_grid_but_keep_its_test_rows() -> None:
+    import argparse
+
+    import run as bench_run
+
+    dp = plans.plan_for("default").datasets[0]
+    assert dp.split_seed == dp.seeds[0]
+    changed = bench_run._override(dp, argparse.Namespace(seeds=[dp.seeds[0] + 7], epochs=dp.epochs + 3))
+    assert changed.seeds == [dp.seeds[0] + 7] and changed.epochs == dp.epochs + 3
+    assert changed.split_seed == dp.split_seed  # the same test rows, so the runs merge and pair
+    assert bench_run._override(dp, argparse.Namespace(seeds=None, epochs=None)) == dp
+    assert bench_run.main(["--plan", "--epochs", "-1"]) == 2
+
+
+def test_auto_label_words_lever_writes_a_verbalizer_train_can_load(models, review_files, tmp_path) -> None:
+    import shutil
+
+    import ablation
+    import pandas as pd
+
+    from ptcli.loading import load_backbone
+    from ptcli.train import TrainArgs
+    from ptcli.verbalizer import Verbalizer
+
+    data = tmp_path / "train.csv"
+    shutil.copy(review_files["train"], data)
+    train = pd.read_csv(data, dtype=str, keep_default_na=False)
+    args = TrainArgs(data=data, template=review_files["template"], model=str(models["bert"]), device="cpu")
+    backbone = load_backbone(str(models["bert"]), device="cpu", precision="fp32")
+    out = ablation.overrides_for(ablation.BY_NAME["auto label words"], args, train, backbone)
+    words = Verbalizer.load(out["verbalizer"], sorted(set(train["label"])))
+    assert words.labels == sorted(set(train["label"])) and all(words.words)
