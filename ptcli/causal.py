@@ -223,7 +223,8 @@ class CausalLM(Backbone):
     def _continuations(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]],
                        cache: Any, attn: torch.Tensor, prefix_len: torch.Tensor) -> torch.Tensor:
         """[B, W]: log P(rest of the word, then `after` | before, first token), every (row, word) pair a sequence
-        on top of the prefix's cache.
+        on top of the prefix's cache; 0 for pairs with nothing past the first token (a one-token word ending the
+        row), which run no pass: with one two-token word among ten, nine in ten pairs, and their cache copies, go.
 
         Pairs run in chunks of about `chunk_tokens` tokens, and the LM head only at the scored positions, a few at a
         time (`_target_logp`): nothing of size pairs × length × vocabulary ever exists. While training, each chunk's
@@ -231,19 +232,23 @@ class CausalLM(Backbone):
         and the head keeps only the hidden states it read.
         """
         n_words = len(word_ids)
-        cont, cont_p, scored = [], [], []
-        for row in rows:
-            for w in word_ids:
+        cont, cont_p, scored, cell = [], [], [], []
+        for r, row in enumerate(rows):
+            for j, w in enumerate(word_ids):
+                if len(w) == 1 and not row.after.ids:
+                    continue  # nothing after the first token to score: the prefix's logits said it all
                 cont.append(w + row.after.ids)
                 cont_p.append([-1] * len(w) + row.after.prompt)
                 scored.append([1] * len(w) + [0 if p >= 0 else 1 for p in row.after.prompt])
+                cell.append(r * n_words + j)
         cids, cattn = self.to_tensor(cont, self.pad_id)
         cpidx, _ = self.to_tensor(cont_p, -1)
         cscored, _ = self.to_tensor(scored, 0)
         # Position j of a continuation predicts its token j + 1; its first token was scored from the prefix.
         weight = (cscored * cattn)[:, 1:].bool()
         layers = [(k, v) for k, v, *_ in cache]
-        pair_row = torch.arange(len(rows), device=self.device).repeat_interleave(n_words)
+        cells = torch.tensor(cell, device=self.device)
+        pair_row = torch.div(cells, n_words, rounding_mode="floor")
         grad = torch.is_grad_enabled() and prompts is not None and prompts.requires_grad
 
         def chunk(idx: torch.Tensor) -> torch.Tensor:
@@ -268,7 +273,8 @@ class CausalLM(Backbone):
             logp = self._target_logp(hidden, cids[idx][:, 1:][w])
             pair = torch.arange(len(idx), device=self.device).unsqueeze(1).expand_as(w)[w]
             parts.append(torch.zeros(len(idx), device=self.device, dtype=logp.dtype).index_add(0, pair, logp))
-        return torch.cat(parts).view(len(rows), n_words)
+        logp = torch.cat(parts)
+        return logp.new_zeros(len(rows) * n_words).index_add(0, cells, logp).view(len(rows), n_words)
 
     def _target_logp(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """log_softmax(head(hidden))[target] per position, `head_chunk` positions at a time."""

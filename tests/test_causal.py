@@ -71,6 +71,24 @@ def test_multi_token_words_are_summed_not_padded(models):
     assert torch.allclose(alone[0, 0], together[0, 2], atol=1e-5)
 
 
+@pytest.mark.parametrize("where", ["end", "middle"])
+def test_only_pairs_with_something_past_the_first_token_run(models, where, monkeypatch):
+    bb, clf = build(models, "gpt2", TEMPLATES[where])
+    rows = clf.encode(TEXTS)
+    body, continued = bb._body, []
+
+    def spy(**kw):
+        if not kw.get("use_cache"):  # the continuation passes; the prefix keeps its cache
+            continued.append(kw["inputs_embeds"].shape[0])
+        return body(**kw)
+
+    monkeypatch.setattr(bb, "_body", spy)
+    bb.score(rows, torch.randn(clf.template.n_prompts, bb.hidden_size), clf.word_ids)
+    # Slot at the end: only the two-token word has a second token to score. In the middle every word is followed by
+    # the rest of the row, so every pair runs.
+    assert sum(continued) == len(rows) * (1 if where == "end" else len(clf.word_ids))
+
+
 def test_gradient_flows_through_the_cache(models):
     bb, clf = build(models, "qwen2", TEMPLATES["end"])
     prompts = torch.randn(1, bb.hidden_size, requires_grad=True)
