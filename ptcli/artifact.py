@@ -34,10 +34,11 @@ from ptcli.outputs import atomic_directory, check_output_dir
 from ptcli.template import Template
 
 FORMAT = "ptcli-artifact"
-# 3: label_bias, demonstrations, chat, encoder.init (a ptcli that predates them must refuse such an artifact rather than
-# predict without them); 2: typed record (training.args, backbone.gguf_file, no confusion matrices); 1 is upgraded.
-# A version-2 record is a version-3 record without the new fields, which all have defaults.
-FORMAT_VERSION = 3
+# 4: text_first; 3: label_bias, demonstrations, chat, encoder.init (a ptcli that predates them must refuse such an
+# artifact rather than predict without them); 2: typed record (training.args, backbone.gguf_file, no confusion
+# matrices); 1 is upgraded. A version-2 or -3 record is a version-4 record without the newer fields, which all have
+# defaults that mean what those versions did.
+FORMAT_VERSION = 4
 META = "ptcli.json"
 PROMPTS = "prompts.safetensors"
 ENCODER = "encoder.safetensors"
@@ -155,12 +156,19 @@ class Meta:
     label_bias: list[float] | None = None  # per-label log-space bias added to the label scores; None: no bias
     demonstrations: list[Demonstration] = field(default_factory=list)  # in prefix order; predict rebuilds it
     chat: bool = False  # the template sits in the backbone's chat template (`train --chat`; see chat.py)
+    text_first: bool = False  # read in the backbone's order (`train --text-first`, Backbone.reading_order); absent
+    # from artifacts before format 4, which were trained as written
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n"
 
     def parsed_template(self) -> Template:
         return Template.parse(self.template.text, self.template.path)
+
+    def read_template(self) -> Template:
+        """The template in the order the causal backbone read it (`text_first`); a masked LM reads it as written."""
+        parsed = self.parsed_template()
+        return parsed.inputs_first() if self.text_first and self.backbone.kind == "causal" else parsed
 
     def words(self) -> list[list[str]]:
         return [self.verbalizer[label] for label in self.labels]

@@ -104,6 +104,11 @@ class Backbone:
     def template_warnings(self, template: Template) -> list[str]:
         return []
 
+    def reading_order(self, template: Template) -> Template:
+        """The template as `--text-first` has this backbone read it. A masked LM sees both sides of the slot at
+        once, so the order as written is already right."""
+        return template
+
     def score(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]) -> torch.Tensor:
         """[B, W] float32: for each row and candidate word, the sum of its tokens' log-probabilities in the slot."""
         raise NotImplementedError

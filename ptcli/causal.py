@@ -60,14 +60,17 @@ class CausalLM(Backbone):
     def slot_length(self, mask_count: int, word_ids: list[list[int]]) -> int:
         return max(len(w) for w in word_ids)
 
+    def reading_order(self, template: Template) -> Template:
+        """Left to right, the slot would be predicted before the inputs that follow it: they move to the front."""
+        return template.inputs_first()
+
     def template_warnings(self, template: Template) -> list[str]:
         warnings = []
-        kinds = [s.kind for s in template.segments]
-        if kinds.index("slot") < kinds.index("text"):
+        if template.inputs_after_slot:
             warnings.append(
-                f"{template.path}: the label slot comes before <text>; a causal LM reads left to right, so it must "
-                "guess the label before seeing the text (only the text's likelihood given the label helps). "
-                "Put [MASK] after <text>, e.g. '<text> 这条评论是[MASK]的'"
+                f"{template.path}: the label slot comes before an input (--no-text-first); a causal LM reads left to "
+                "right, so it must guess the label before seeing the text (only the text's likelihood given the "
+                "label helps). Drop --no-text-first, or put [MASK] after <text>, e.g. '<text> 这条评论是[MASK]的'"
             )
         if template.mask_count > 1:
             warnings.append(

@@ -17,7 +17,7 @@ from ptcli import chat as chats
 from ptcli import demos as demonstrations
 from ptcli.artifact import Artifact, Demonstration
 from ptcli.backbone import Backbone
-from ptcli.console import warn
+from ptcli.console import log, warn
 from ptcli.errors import PtcliError
 from ptcli.loading import load_backbone
 from ptcli.template import Context, Encoded, Template, TemplateEncoder
@@ -35,17 +35,22 @@ class Classifier:
     label_bias: torch.Tensor | None = None  # [n_labels] added to every row's label log-scores (ptcli/label_bias.py)
     demos: list[Demonstration] = field(default_factory=list)  # shown before every row (demos.py)
     chat: bool = False  # the template inside the backbone's chat template (chat.py)
+    text_first: bool = False  # the template in the backbone's reading order (Backbone.reading_order)
 
     @classmethod
     def build(cls, backbone: Backbone, template: Template, verbalizer: Verbalizer, max_length: int,
               where: str = "verbalizer", warn_template: bool = True, demos: list[Demonstration] | None = None,
-              chat: bool = False) -> Classifier:
+              chat: bool = False, text_first: bool = False) -> Classifier:
         words, owner = verbalizer.flat()
-        head, query = chats.wrap(template, backbone) if chat else ([], template)
+        read = backbone.reading_order(template) if text_first else template
+        if warn_template and read is not template:
+            log(f"{template.path}: the backbone reads left to right, so the inputs after the slot go first: "
+                f"{read.source!r} (--no-text-first keeps the order as written)")
+        head, query = chats.wrap(read, backbone) if chat else ([], read)
         word_ids = [backbone.tokenize_word(w, query.space_before_slot) for w in words]
         backbone.check_words(words, word_ids, template.mask_count, where)
         if warn_template:
-            for message in backbone.template_warnings(template):
+            for message in backbone.template_warnings(read):
                 warn(message)
         limit = position_limit(backbone.model)
         if limit is not None and max_length > limit:
@@ -55,10 +60,11 @@ class Classifier:
             max_length = limit
         slot = backbone.slot_length(template.mask_count, word_ids)
         encoder = TemplateEncoder(query, backbone.tokenizer, max_length, slot, backbone.n_special())
-        shared = head + demonstrations.prefix_ids(demos or [], backbone, template, verbalizer, max_length)
+        shared = head + demonstrations.prefix_ids(demos or [], backbone, read, verbalizer, max_length)
         if shared:
             encoder = _with_context(encoder, Context(shared), limit, backbone.info.name, warn_template)
-        return cls(backbone, template, verbalizer, word_ids, owner, encoder, demos=list(demos or []), chat=chat)
+        return cls(backbone, template, verbalizer, word_ids, owner, encoder, demos=list(demos or []), chat=chat,
+                   text_first=text_first)
 
     @property
     def labels(self) -> list[str]:
@@ -123,7 +129,8 @@ class Classifier:
                              f"{backbone.hidden_size}")
         verbalizer = Verbalizer(labels=art.labels, words=art.meta.words())
         clf = cls.build(backbone, art.meta.parsed_template(), verbalizer, art.meta.training.max_length,
-                        where=str(art.path), warn_template=False, demos=art.meta.demonstrations, chat=art.meta.chat)
+                        where=str(art.path), warn_template=False, demos=art.meta.demonstrations, chat=art.meta.chat,
+                        text_first=art.meta.text_first)
         if clf.word_ids != art.meta.word_ids:
             raise PtcliError(f"{art.path}: the label words tokenize differently with {name}'s tokenizer than at "
                              "training time; use the tokenizer the artifact was trained with")

@@ -213,6 +213,9 @@ def train(
                      ] = "0",
     chat: Annotated[bool, typer.Option("--chat", help="put the template in the causal backbone's chat template: "
                                        "the text in the user turn, the label at the start of the answer")] = False,
+    text_first: Annotated[bool, typer.Option(
+        help="causal backbones: inputs that come after [MASK] in the template move to its front, so the label is "
+        "read after the text (--no-text-first: as written)")] = True,
     json_: Json = False,
 ) -> None:
     """Train P-tuning prompts on labeled rows; writes an artifact directory."""
@@ -232,7 +235,7 @@ def train(
                          patience=patience, dev_fraction=dev_fraction, seed=seed, device=device, precision=precision,
                          max_length=max_length, tune_backbone=tune_backbone, backbone_lr=backbone_lr, resume=resume,
                          prompt_init=prompt_init, calibrate=calibrate, select=select, demos=parse_count(demos),
-                         chat=chat)
+                         chat=chat, text_first=text_first)
         args.template, args.verbalizer = resolve(template, verbalizer)  # shipped templates by name
         result = run_train(args)
         if json_:
@@ -427,6 +430,8 @@ def words_(
     label_col: Annotated[str, typer.Option(help="column with the label")] = "label",
     batch_size: Annotated[int, typer.Option(help="rows per forward pass")] = 8,
     max_length: Annotated[int, typer.Option(help="token limit; the input text is truncated")] = 256,
+    text_first: Annotated[bool, typer.Option(help="causal backbones: read the inputs that follow [MASK] first, as "
+                                             "train does by default")] = True,
     device: Device = "auto",
     precision: Precision = "auto",
     json_: Json = False,
@@ -438,7 +443,8 @@ def words_(
         from ptcli.words import SearchConfig, WordsArgs, format_table
         from ptcli.words import words as run_words
 
-        config = SearchConfig(top=top, max_tokens=max_tokens, batch_size=batch_size, max_length=max_length)
+        config = SearchConfig(top=top, max_tokens=max_tokens, batch_size=batch_size, max_length=max_length,
+                              text_first=text_first)
         result = run_words(WordsArgs(data=data, template=template, model=model, gguf_file=gguf_file, output=output,
                                      format=format, text_col=text_col, text_b_col=text_b_col, label_col=label_col,
                                      device=device, precision=precision, config=config))

@@ -78,7 +78,7 @@ def check_exportable(art: Artifact) -> None:
         raise PtcliError(f"{art.path}: trained with {'--demos' if art.meta.demonstrations else '--chat'}, whose "
                          "shared prefix goes before the [P]; PEFT can only prepend its virtual tokens, so export "
                          "--format safetensors instead")
-    template = art.meta.parsed_template()
+    template = art.meta.read_template()
     if not leading_prompts_only(template):
         raise PtcliError(f"{art.path}: template {template.source!r} has text before a [P]; PEFT's P-tuning can only "
                          f"prepend its virtual tokens, so only templates whose [P] all come first (e.g. {EXAMPLE}) "
@@ -132,7 +132,7 @@ def _peft_version() -> str | None:
 
 
 def readme(art: Artifact, lead: list[int], vocab: Vocabulary) -> str:
-    template = art.meta.parsed_template()
+    template = art.meta.read_template()
     before_slot = render(template.segments[template.n_prompts : template.slot_index()])
     specials = vocab.tokenizer.convert_ids_to_tokens(lead)
     lead_text = (f"the embedding rows of {', '.join(specials)} (the tokenizer's leading special tokens), then "

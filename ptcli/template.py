@@ -69,6 +69,17 @@ class Encoded:
 TAG_TEXT = {"prompt": "[P]", "slot": "[MASK]", "text": "<text>", "text_b": "<text_b>"}
 
 
+def _merge_literals(segments: list[Segment]) -> tuple[Segment, ...]:
+    """Adjacent literal pieces joined into one, empty ones dropped (what parsing the rendered text would give)."""
+    out: list[Segment] = []
+    for seg in segments:
+        if seg.kind == "literal" and out and out[-1].kind == "literal":
+            out[-1] = Segment("literal", out[-1].text + seg.text)
+        elif seg.kind != "literal" or seg.text:
+            out.append(seg)
+    return tuple(out)
+
+
 def render(segments: tuple[Segment, ...] | list[Segment]) -> str:
     """The template text the segments were parsed from."""
     return "".join(s.text if s.kind == "literal" else TAG_TEXT[s.kind] * (s.size if s.kind == "slot" else 1)
@@ -120,6 +131,33 @@ class Template:
 
     def slot_index(self) -> int:
         return next(i for i, s in enumerate(self.segments) if s.kind == "slot")
+
+    @property
+    def inputs_after_slot(self) -> bool:
+        """True when <text> or <text_b> comes after the slot: a causal LM would read it after the label."""
+        return any(s.kind in ("text", "text_b") for s in self.segments[self.slot_index() + 1:])
+
+    def inputs_first(self) -> Template:
+        """The template a left-to-right LM can use: the inputs that follow the slot move to the front, each on its
+        own line, and everything else stays in order. '这是一条[P][P][MASK]评论:<text>' becomes
+        '<text>\n这是一条[P][P][MASK]评论:', so the slot is predicted with the text in view instead of the label
+        having to be guessed first and the text's likelihood under each label carrying the whole decision."""
+        if not self.inputs_after_slot:
+            return self
+        cut = self.slot_index()
+        moved = [s for s in self.segments[cut + 1:] if s.kind in ("text", "text_b")]
+        rest: list[Segment] = []
+        for i, seg in enumerate(self.segments):
+            if i > cut and seg.kind in ("text", "text_b"):
+                if rest and rest[-1].kind == "literal":  # a space before an input belongs to it (TemplateEncoder)
+                    rest[-1] = Segment("literal", rest[-1].text.rstrip(" "))
+                continue
+            rest.append(seg)
+        front: list[Segment] = []
+        for seg in moved:
+            front += [seg, Segment("literal", "\n")]
+        segments = _merge_literals(front + rest)
+        return Template(source=render(segments), segments=segments, path=self.path)
 
     @classmethod
     def parse(cls, source: str, path: str = "<template>") -> Template:

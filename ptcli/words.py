@@ -93,6 +93,7 @@ class SearchConfig:
     alternatives: int = 5  # runners-up per label in the result (positive contrast, likeliest first), to edit by hand
     batch_size: int = 8
     max_length: int = 256
+    text_first: bool = True  # the template in the backbone's reading order, as `train --text-first` reads it
 
     def check(self) -> None:
         for name in ("top", "pool", "shortlist", "beams", "branch", "max_tokens", "contexts", "batch_size",
@@ -292,8 +293,9 @@ def search_words(backbone: Backbone, template: Template, texts: list[str], label
         raise UsageError(f"{template.path}: the template has <text_b>; give the second texts (--text-b-col)")
 
     manual = template.without_prompts()
-    if template.n_prompts:
-        log(f"searching with the template without its {template.n_prompts} [P]: {manual.source!r}")
+    manual = backbone.reading_order(manual) if config.text_first else manual
+    if manual.source != template.source:
+        log(f"searching with the template as the backbone reads it, without [P]: {manual.source!r}")
     for message in backbone.template_warnings(manual):
         warn(message)
     causal = backbone.kind == "causal"

@@ -96,14 +96,15 @@ def test_damaged_artifacts_are_refused(tmp_path, damage):
 def test_format_2_artifacts_still_load(tmp_path):
     path = save(tmp_path)
     meta = json.loads((path / "ptcli.json").read_text())
-    assert meta["format_version"] == 3
-    for field in ("label_bias", "demonstrations", "chat"):
+    assert meta["format_version"] == artifact.FORMAT_VERSION
+    for field in ("label_bias", "demonstrations", "chat", "text_first"):
         meta.pop(field, None)
     meta["encoder"].pop("init", None)
     meta["format_version"] = 2
     (path / "ptcli.json").write_text(json.dumps(meta))
     art = artifact.load(path)
     assert art.meta.label_bias is None and not art.meta.demonstrations and art.meta.chat is False
+    assert art.meta.text_first is False  # trained before reordering existed: read as written
     assert art.meta.encoder.init == "random"
 
 

@@ -275,3 +275,19 @@ def test_auto_label_words_lever_writes_a_verbalizer_train_can_load(models, revie
     out = ablation.overrides_for(ablation.BY_NAME["auto label words"], args, train, backbone)
     words = Verbalizer.load(out["verbalizer"], sorted(set(train["label"])))
     assert words.labels == sorted(set(train["label"])) and all(words.words)
+
+
+def test_a_lever_that_sets_epochs_overrides_the_grids(review_files, tmp_path) -> None:
+    from types import SimpleNamespace
+
+    import ablation
+    import methods
+    import pandas as pd
+
+    task = SimpleNamespace(template_path=review_files["template"], verbalizer_path=review_files["verbalizer"],
+                           gguf=tmp_path / "model.gguf")
+    train = pd.read_csv(review_files["train"], dtype=str, keep_default_na=False)
+    base = methods.train_args(task, tmp_path, train, 1, 3)
+    changed = ablation.overrides_for(ablation.BY_NAME["epochs x2"], base, train, None)
+    # ptcli_ptuning's call: the grid's epochs unless the lever sets its own
+    assert methods.train_args(task, tmp_path, train, 1, **{"epochs": 3, **changed}).epochs == 6

@@ -99,11 +99,30 @@ def test_gradient_flows_through_the_cache(models):
 def test_mlm_shaped_template_warns(models):
     bb = load_backbone(str(models["gpt2"]), device="cpu", precision="fp32")
     warnings = bb.template_warnings(Template.parse("[P][MASK][MASK]<text>"))
-    assert any("before <text>" in w for w in warnings) and any("2 [MASK]" in w for w in warnings)
+    assert any("before an input" in w for w in warnings) and any("2 [MASK]" in w for w in warnings)
     assert bb.template_warnings(Template.parse("<text> It was [MASK]")) == []
     with err.capture() as cap:
         Classifier.build(bb, Template.parse("[MASK]<text>"), Verbalizer.default(["great", "bad"]), 64)
-    assert "before <text>" in cap.get()
+    assert "before an input" in cap.get()
+    with err.capture() as cap:  # read text first: nothing to warn about, the new order is said once
+        Classifier.build(bb, Template.parse("[MASK]<text>"), Verbalizer.default(["great", "bad"]), 64,
+                         text_first=True)
+    assert "before an input" not in cap.get() and "go first" in cap.get()
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_text_first_scores_the_reordered_template(models, name):
+    bb = load_backbone(str(models[name]), device="cpu", precision="fp32")
+    verbalizer = Verbalizer(labels=list(WORDS), words=[[w] for w in WORDS.values()])
+    written = Template.parse(TEMPLATES["middle"])
+    first = Classifier.build(bb, written, verbalizer, 64, warn_template=False, text_first=True)
+    moved = Classifier.build(bb, written.inputs_first(), verbalizer, 64, warn_template=False)
+    as_written = Classifier.build(bb, written, verbalizer, 64, warn_template=False)
+    prompts = torch.randn(written.n_prompts, bb.hidden_size)
+    got = first.logits(first.encode(TEXTS), prompts)
+    assert torch.allclose(got, moved.logits(moved.encode(TEXTS), prompts), atol=1e-5)
+    assert not torch.allclose(got, as_written.logits(as_written.encode(TEXTS), prompts), atol=1e-3)
+    assert first.template is written  # the artifact keeps the template as the user wrote it
 
 
 @pytest.mark.parametrize("name", ["gpt2", "qwen2", "llama"])
@@ -215,3 +234,35 @@ def test_shared_template_run_is_not_kept_while_the_backbone_trains(models):
                 want = torch.as_tensor(naive(bb, row, torch.zeros(1, bb.hidden_size), word))  # no [P] to fill
             assert torch.allclose(after[r, w], want, atol=1e-4), (r, w)
     assert not torch.allclose(before, after)
+
+
+@pytest.mark.parametrize("text_first", [True, False])
+def test_text_first_is_recorded_and_predict_reads_the_same_order(models, tmp_path, text_first):
+    import math
+
+    import pandas as pd
+
+    from ptcli import artifact
+    from ptcli.errors import PtcliError
+    from ptcli.peft_export import check_exportable
+    from ptcli.predict import PredictArgs, predict
+    from ptcli.train import TrainArgs, train
+
+    rows = [("the movie was great fun", "a"), ("a bad boring film", "b")] * 4
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "t.txt").write_text("[P][P] It was [MASK]: <text>\n")
+    (tmp_path / "v.json").write_text('{"a": "great", "b": "bad"}')
+    result = train(TrainArgs(data=tmp_path / "train.csv", template=tmp_path / "t.txt", verbalizer=tmp_path / "v.json",
+                             model=str(models["gpt2"]), dev=tmp_path / "train.csv", output=tmp_path / "art",
+                             device="cpu", precision="fp32", epochs=1, text_first=text_first))
+    meta = artifact.load(result.artifact).meta
+    assert meta.text_first is text_first and meta.template.text == "[P][P] It was [MASK]: <text>"
+    assert (meta.read_template().source == "<text>\n[P][P] It was [MASK]:") is text_first
+    if text_first:  # PEFT prepends its virtual tokens: with the text read first, the [P] no longer lead
+        with pytest.raises(PtcliError, match="has text before a"):
+            check_exportable(artifact.load(result.artifact))
+    predict(PredictArgs(artifact=result.artifact, input=tmp_path / "train.csv", output=tmp_path / "p.csv",
+                        device="cpu", precision="fp32"))
+    pred = pd.read_csv(tmp_path / "p.csv")
+    gold = [row[f"prob_{row['label']}"] for _, row in pred.iterrows()]
+    assert -sum(map(math.log, gold)) / len(gold) == pytest.approx(meta.dev_metrics.loss, abs=1e-4)

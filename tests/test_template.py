@@ -64,6 +64,26 @@ def test_without_prompts():
     assert [s.kind for s in t.segments] == ["text", "literal", "literal", "slot"]
 
 
+@pytest.mark.parametrize(("source", "expected"), [
+    ("这是一条[P][P][MASK][MASK]评论:<text>", "<text>\n这是一条[P][P][MASK][MASK]评论:"),
+    ("[P] It was [MASK]! [P]<text> ok", "<text>\n[P] It was [MASK]! [P] ok"),
+    ("[P] It was [MASK]: <text>", "<text>\n[P] It was [MASK]:"),  # the space before <text> goes with it
+    ("<text>？[MASK]，[P][P]<text_b>", "<text_b>\n<text>？[MASK]，[P][P]"),
+    ("[MASK]<text><text_b>", "<text>\n<text_b>\n[MASK]"),
+])
+def test_inputs_after_the_slot_move_to_the_front(source, expected):
+    t = Template.parse(source)
+    moved = t.inputs_first()
+    assert moved.source == expected and t.inputs_after_slot and not moved.inputs_after_slot
+    assert Template.parse(moved.source).segments == moved.segments  # what parsing the new text would give
+    assert (moved.n_prompts, moved.mask_count, moved.has_text_b) == (t.n_prompts, t.mask_count, t.has_text_b)
+
+
+def test_inputs_first_leaves_a_template_with_the_slot_last_alone():
+    t = Template.parse("[P][P]评论：<text>\n这条评论的态度是[MASK]")
+    assert t.inputs_first() is t and not t.inputs_after_slot
+
+
 def test_render_gives_back_the_source():
     src = "前 [P]<text>\n[P][P]问：<text_b>答[MASK][MASK]。"
     t = Template.parse(src)
