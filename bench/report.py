@@ -295,6 +295,13 @@ def selection_notes(data: dict[str, Any]) -> list[str]:
 
 # --- the ablation -------------------------------------------------------------------------------------------------
 
+# Levers that became defaults, for the rows of older runs that measured them.
+RETIRED_LEVERS = {
+    "prompt_init=vocab": "[P] start from vocabulary embeddings (the default since 2026-11-30)",
+    "select=dev-loss": "keep the epoch with the lowest dev loss (the default since 2026-11-30)",
+}
+
+
 def ablation_section(data: dict[str, Any]) -> list[str]:
     gs = groups(data, "ablation")
     skipped = [s for s in data.get("skipped", []) if s["where"].startswith("ablation ")]
@@ -305,11 +312,13 @@ def ablation_section(data: dict[str, Any]) -> list[str]:
     what = {lv.name: lv.what for lv in levers_module.LEVERS}
     what[levers_module.ENSEMBLE] = "mean of the default runs' test probabilities over the seeds"
     what["default"] = "ptcli's defaults (the bench's epochs)"
+    what.update({name: text for name, text in RETIRED_LEVERS.items() if name not in what})
     lines = ["## Ablation: ptcli's levers one at a time", "",
              "Each lever changes one thing in ptcli's TrainArgs and runs on the same K-shot rows, seeds, backbone and "
              "test rows as the default. *Δ vs default*: lever − default accuracy in points with the paired bootstrap "
              "95% interval over test rows (seeds averaged per row); **better**/**worse** when the interval excludes "
-             "0.", ""]
+             "0. Merged from several runs, each lever is compared with the default of its own run (*run*), since "
+             "the defaults change when a lever wins.", ""]
     merged = _merged(data)
     for (dataset, backbone), by_k in gs.items():
         for k in sorted(by_k, key=lambda x: (x is None, x)):
@@ -326,7 +335,8 @@ def ablation_section(data: dict[str, Any]) -> list[str]:
                 rs = levers.get(name)
                 if not rs:
                     continue
-                p = compare(data, rs, default, LEVER_WORDS) if name != "default" and default else None
+                base = rs[0].get("baseline") or default
+                p = compare(data, rs, base, LEVER_WORDS) if name != "default" and base else None
                 lines.append(f"| {name} | {what.get(name, '')} | {_pct([r['accuracy'] for r in rs])} | {_delta(p)} | "
                              f"{p.verdict if p else ''} | {_num([r.get('ece') for r in rs])} | "
                              f"{sum(r.get('seed') is not None for r in rs) or _members(rs)} | "
@@ -588,6 +598,12 @@ def merge(items: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         mine: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
         for r in d["runs"]:
             mine[run_key(r)].append({**r, "source": i})
+        for key, rs in mine.items():
+            # A lever is measured against the default of its own run: a later run's default may be another recipe.
+            own = mine.get((*key[:6], "default")) if key[0] == "ablation" and key[6] != "default" else None
+            for r in rs:
+                if own:
+                    r["baseline"] = [{k: v for k, v in b.items() if k != "baseline"} for b in own]
         latest.update({key: (i, rs) for key, rs in mine.items()})
     newest: dict[tuple[Any, ...], tuple[int, Any]] = {}
     for key, (i, _) in latest.items():

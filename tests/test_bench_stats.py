@@ -205,20 +205,35 @@ def test_ablation_table_compares_each_lever_with_the_default() -> None:
     assert "| ensemble |" in table and "chat=True: TrainArgs has no chat" in table
 
 
+def test_merged_ablation_compares_each_lever_with_its_own_runs_default() -> None:
+    def lever(name: str, seed: int, acc: float) -> dict:
+        return {**_record("ptcli", seed, acc, "T"), "study": "ablation", "lever": name}
+
+    # The old run's lever won and became the new default: against the new default it would look like a tie.
+    old = _result("2026-01-01T00:00:00", [lever("default", s, 0.6) for s in (1, 2)]
+                  + [lever("prompt_init=vocab", s, 0.9) for s in (1, 2)])
+    new = _result("2026-01-02T00:00:00", [lever("default", s, 0.9) for s in (1, 2)])
+    table = report.render(report.merge([("old.json", old), ("new.json", new)])).split("## Ablation")[1]
+    row = next(line for line in table.splitlines() if line.startswith("| prompt_init=vocab |"))
+    assert "+30.0" in row and "better" in row and "the default since" in row
+    default = next(line for line in table.splitlines() if line.startswith("| default |"))
+    assert "90.0" in default and "#2" in default
+
+
 # --- the time model -----------------------------------------------------------------------------------------------
 
 
 def test_default_grid_fits_the_session_budget() -> None:
-    # Issue 9 asks for 90 minutes in fp32 on 2 cores. Measured (THUCNews run, 2026-11-30) the grid needs ~152 min in
-    # fp32 and ~63 under bf16 autocast: it fits 90 minutes only where the CPU has native bf16, and a 180-minute
+    # Issue 9 asks for 90 minutes in fp32 on 2 cores. Measured (verdict runs, 2026-11-30) the grid needs ~120 min in
+    # fp32 and ~50 under bf16 autocast: it fits 90 minutes only where the CPU has native bf16, and a 180-minute
     # session in fp32. These bounds keep it from growing past that; the fp32 shortfall is reported on the issue.
     plan = plans.plan_for("default")
     selected = plan.selected(None)
     _, fp32 = timing.plan_lines(plan, selected, list(plans.METHODS), (1.0, 1.0), None, False)
     bf16 = timing.speedup("auto", "cpu", ["avx2", "avx512_bf16"])
     _, native = timing.plan_lines(plan, selected, list(plans.METHODS), bf16, None, False)
-    assert sum(native.values()) <= 90 * 60
-    assert sum(fp32.values()) <= 160 * 60
+    assert sum(native.values()) <= 60 * 60
+    assert sum(fp32.values()) <= 130 * 60
     assert all(dp.ks == [16] and len(dp.seeds) == 3 for dp in selected)
 
 
