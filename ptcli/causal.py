@@ -68,9 +68,9 @@ class CausalLM(Backbone):
         warnings = []
         if template.inputs_after_slot:
             warnings.append(
-                f"{template.path}: the label slot comes before an input (--no-text-first); a causal LM reads left to "
-                "right, so it must guess the label before seeing the text (only the text's likelihood given the "
-                "label helps). Drop --no-text-first, or put [MASK] after <text>, e.g. '<text> 这条评论是[MASK]的'"
+                f"{template.path}: the label slot comes before an input; a causal LM reads left to right, so it "
+                "must guess the label before seeing the text (only the text's likelihood given the label helps). "
+                "Put [MASK] after <text>, e.g. '<text> 这条评论是[MASK]的', or try --text-first"
             )
         if template.mask_count > 1:
             warnings.append(

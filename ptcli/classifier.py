@@ -45,7 +45,7 @@ class Classifier:
         read = backbone.reading_order(template) if text_first else template
         if warn_template and read is not template:
             log(f"{template.path}: the backbone reads left to right, so the inputs after the slot go first: "
-                f"{read.source!r} (--no-text-first keeps the order as written)")
+                f"{read.source!r} (--text-first)")
         head, query = chats.wrap(read, backbone) if chat else ([], read)
         word_ids = [backbone.tokenize_word(w, query.space_before_slot) for w in words]
         backbone.check_words(words, word_ids, template.mask_count, where)

@@ -215,7 +215,7 @@ def train(
                                        "the text in the user turn, the label at the start of the answer")] = False,
     text_first: Annotated[bool, typer.Option(
         help="causal backbones: inputs that come after [MASK] in the template move to its front, so the label is "
-        "read after the text (--no-text-first: as written)")] = True,
+        "read after the text (default: as written)")] = False,
     json_: Json = False,
 ) -> None:
     """Train P-tuning prompts on labeled rows; writes an artifact directory."""
@@ -431,7 +431,7 @@ def words_(
     batch_size: Annotated[int, typer.Option(help="rows per forward pass")] = 8,
     max_length: Annotated[int, typer.Option(help="token limit; the input text is truncated")] = 256,
     text_first: Annotated[bool, typer.Option(help="causal backbones: read the inputs that follow [MASK] first, as "
-                                             "train does by default")] = True,
+                                             "train --text-first does")] = False,
     device: Device = "auto",
     precision: Precision = "auto",
     json_: Json = False,

