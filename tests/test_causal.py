@@ -238,14 +238,12 @@ def test_shared_template_run_is_not_kept_while_the_backbone_trains(models):
 
 @pytest.mark.parametrize("text_first", [True, False])
 def test_text_first_is_recorded_and_predict_reads_the_same_order(models, tmp_path, text_first):
-    import math
-
     import pandas as pd
+    from test_chat import predicted_loss
 
     from ptcli import artifact
     from ptcli.errors import PtcliError
     from ptcli.peft_export import check_exportable
-    from ptcli.predict import PredictArgs, predict
     from ptcli.train import TrainArgs, train
 
     rows = [("the movie was great fun", "a"), ("a bad boring film", "b")] * 4
@@ -261,8 +259,5 @@ def test_text_first_is_recorded_and_predict_reads_the_same_order(models, tmp_pat
     if text_first:  # PEFT prepends its virtual tokens: with the text read first, the [P] no longer lead
         with pytest.raises(PtcliError, match="has text before a"):
             check_exportable(artifact.load(result.artifact))
-    predict(PredictArgs(artifact=result.artifact, input=tmp_path / "train.csv", output=tmp_path / "p.csv",
-                        device="cpu", precision="fp32"))
-    pred = pd.read_csv(tmp_path / "p.csv")
-    gold = [row[f"prob_{row['label']}"] for _, row in pred.iterrows()]
-    assert -sum(map(math.log, gold)) / len(gold) == pytest.approx(meta.dev_metrics.loss, abs=1e-4)
+    assert predicted_loss(result.artifact, tmp_path / "train.csv", tmp_path) == pytest.approx(meta.dev_metrics.loss,
+                                                                                             abs=1e-4)

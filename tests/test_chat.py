@@ -90,6 +90,15 @@ def test_masked_lm_or_no_chat_template_is_refused(models):
                              chat=True)
 
 
+def predicted_loss(art, data, tmp_path):
+    """Mean −log p(gold) of `ptcli predict`'s output on `data`: equal to train's dev loss when predict reads the
+    artifact exactly as training did (the data being the dev rows)."""
+    predict(PredictArgs(artifact=art, input=data, output=tmp_path / "p.csv", device="cpu", precision="fp32"))
+    pred = pd.read_csv(tmp_path / "p.csv")
+    gold = [row[f"prob_{row['label']}"] for _, row in pred.iterrows()]
+    return -sum(map(math.log, gold)) / len(gold)
+
+
 def test_chat_is_recorded_and_predict_uses_it(chat_model, tmp_path):
     rows = [("the movie was great fun", "a"), ("a bad boring film", "b")] * 4
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "train.csv", index=False)
@@ -103,8 +112,5 @@ def test_chat_is_recorded_and_predict_uses_it(chat_model, tmp_path):
     assert meta.word_ids[0] == load_backbone(str(chat_model), device="cpu").tokenize_word("great", False)
     with pytest.raises(PtcliError, match="--chat, whose shared prefix goes before the"):
         check_exportable(artifact.load(result.artifact))
-    predict(PredictArgs(artifact=result.artifact, input=tmp_path / "train.csv", output=tmp_path / "p.csv",
-                        device="cpu", precision="fp32"))
-    pred = pd.read_csv(tmp_path / "p.csv")
-    gold = [row[f"prob_{row['label']}"] for _, row in pred.iterrows()]
-    assert -sum(map(math.log, gold)) / len(gold) == pytest.approx(meta.dev_metrics.loss, abs=1e-4)
+    assert predicted_loss(result.artifact, tmp_path / "train.csv", tmp_path) == pytest.approx(meta.dev_metrics.loss,
+                                                                                             abs=1e-4)
