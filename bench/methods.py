@@ -247,7 +247,7 @@ def backbone_features(backbone: Backbone, texts: list[str], batch_size: int = 16
     order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
     decoder = backbone.model.base_model  # the transformer without the LM head
     out = np.zeros((len(texts), backbone.hidden_size), dtype=np.float32)
-    with torch.inference_mode():
+    with torch.inference_mode(), backbone.autocast():  # ptcli's precision, as every method on the backbone
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             ids, mask = backbone.to_tensor([enc[i] or [backbone.pad_id] for i in idx], backbone.pad_id)

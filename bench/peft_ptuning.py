@@ -6,7 +6,10 @@
 - The input is ptcli's template *without* [P] (the manual prompt), tokenized by the same `TemplateEncoder`, so both
   methods see the same token ids; PEFT puts its prompts in front of them, ptcli where the [P] stand.
 - A label word is scored by teacher forcing at the slot: the sum of its tokens' log-probabilities after the prefix.
-  Single-token words are read from one forward pass of the row; a multi-token word gets its own row (prefix + word).
+  Each row runs once with its first multi-token word appended (a causal LM's logits at the prefix do not see what
+  follows, so every word's first token is read there too); each further multi-token word gets its own row.
+- The backbone runs in ptcli's precision (its autocast, bf16 where `--precision auto` chose it), so the two methods
+  compare at the same numerics and cost.
   A label with several words scores log-mean-exp over them, as ptcli does. Logits are computed only at the scored
   positions (`logits_to_keep` with a boolean mask), never over the whole sequence.
 - Training copies ptcli's loop: the same stratified dev split and seed, AdamW (lr, weight decay), linear warmup and
@@ -85,12 +88,13 @@ class PeftPTuning:
         """[B, n_labels] label log-scores; differentiable in the prompt encoder."""
         seqs: list[list[int]] = []
         reads: list[tuple[int, int, int, int, int]] = []  # (sequence, position, target token, row, word)
+        multi = [j for j, w in enumerate(self.word_ids) if len(w) > 1]
         for r, prefix in enumerate(prefixes):
             base = len(seqs)
-            seqs.append(prefix)
+            seqs.append(prefix + (self.word_ids[multi[0]][:-1] if multi else []))
             for j, w in enumerate(self.word_ids):
                 seq = base
-                if len(w) > 1:
+                if len(w) > 1 and j != multi[0]:
                     seq = len(seqs)
                     seqs.append(prefix + w[:-1])
                 for t, token in enumerate(w):
@@ -100,7 +104,8 @@ class PeftPTuning:
         keep = torch.zeros((len(seqs), self.m + ids.shape[1]), dtype=torch.bool, device=dev)
         for s, p, _, _, _ in reads:
             keep[s, self.m + p] = True
-        out = self.model(input_ids=ids, attention_mask=attn, logits_to_keep=keep)
+        with self.backbone.autocast():
+            out = self.model(input_ids=ids, attention_mask=attn, logits_to_keep=keep)
         flat = out.logits.float()  # [n kept, V], row-major over (sequence, position)
         kept = keep.nonzero().tolist()
         where = {(s, p): i for i, (s, p) in enumerate(kept)}
