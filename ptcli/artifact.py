@@ -34,11 +34,12 @@ from ptcli.outputs import atomic_directory, check_output_dir
 from ptcli.template import Template
 
 FORMAT = "ptcli-artifact"
-# 4: text_first; 3: label_bias, demonstrations, chat, encoder.init (a ptcli that predates them must refuse such an
-# artifact rather than predict without them); 2: typed record (training.args, backbone.gguf_file, no confusion
-# matrices); 1 is upgraded. A version-2 or -3 record is a version-4 record without the newer fields, which all have
-# defaults that mean what those versions did.
-FORMAT_VERSION = 4
+# 5: text_first_names (--text-first moves each input with the clause naming it); 4: text_first; 3: label_bias,
+# demonstrations, chat, encoder.init (a ptcli that predates them must refuse such an artifact rather than predict
+# without them); 2: typed record (training.args, backbone.gguf_file, no confusion matrices); 1 is upgraded. A
+# version-2 to -4 record is a version-5 record without the newer fields, which all have defaults that mean what those
+# versions did.
+FORMAT_VERSION = 5
 META = "ptcli.json"
 PROMPTS = "prompts.safetensors"
 ENCODER = "encoder.safetensors"
@@ -158,6 +159,8 @@ class Meta:
     chat: bool = False  # the template sits in the backbone's chat template (`train --chat`; see chat.py)
     text_first: bool = False  # read in the backbone's order (`train --text-first`, Backbone.reading_order); absent
     # from artifacts before format 4, which were trained as written
+    # With text_first: each input moved with the clause naming it (format 5); absent (format 4): the inputs alone.
+    text_first_names: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n"
@@ -168,7 +171,9 @@ class Meta:
     def read_template(self) -> Template:
         """The template in the order the causal backbone read it (`text_first`); a masked LM reads it as written."""
         parsed = self.parsed_template()
-        return parsed.inputs_first() if self.text_first and self.backbone.kind == "causal" else parsed
+        if self.text_first and self.backbone.kind == "causal":
+            return parsed.inputs_first(self.text_first_names)
+        return parsed
 
     def words(self) -> list[list[str]]:
         return [self.verbalizer[label] for label in self.labels]

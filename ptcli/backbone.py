@@ -104,9 +104,9 @@ class Backbone:
     def template_warnings(self, template: Template) -> list[str]:
         return []
 
-    def reading_order(self, template: Template) -> Template:
-        """The template as `--text-first` has this backbone read it. A masked LM sees both sides of the slot at
-        once, so the order as written is already right."""
+    def reading_order(self, template: Template, names: bool = True) -> Template:
+        """The template as `--text-first` has this backbone read it (`names`: as in Template.inputs_first). A masked
+        LM sees both sides of the slot at once, so the order as written is already right."""
         return template
 
     def score(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]) -> torch.Tensor:

@@ -60,9 +60,9 @@ class CausalLM(Backbone):
     def slot_length(self, mask_count: int, word_ids: list[list[int]]) -> int:
         return max(len(w) for w in word_ids)
 
-    def reading_order(self, template: Template) -> Template:
+    def reading_order(self, template: Template, names: bool = True) -> Template:
         """Left to right, the slot would be predicted before the inputs that follow it: they move to the front."""
-        return template.inputs_first()
+        return template.inputs_first(names)
 
     def template_warnings(self, template: Template) -> list[str]:
         warnings = []
@@ -70,7 +70,7 @@ class CausalLM(Backbone):
             warnings.append(
                 f"{template.path}: the label slot comes before an input; a causal LM reads left to right, so it "
                 "must guess the label before seeing the text (only the text's likelihood given the label helps). "
-                "Put [MASK] after <text>, e.g. '<text> 这条评论是[MASK]的', or try --text-first"
+                "Put [MASK] after <text>, e.g. '<text> 这条评论是[MASK]的', or drop --no-text-first"
             )
         if template.mask_count > 1:
             warnings.append(

@@ -36,16 +36,17 @@ class Classifier:
     demos: list[Demonstration] = field(default_factory=list)  # shown before every row (demos.py)
     chat: bool = False  # the template inside the backbone's chat template (chat.py)
     text_first: bool = False  # the template in the backbone's reading order (Backbone.reading_order)
+    text_first_names: bool = True  # each input moves with the clause naming it (False: format 4's rule)
 
     @classmethod
     def build(cls, backbone: Backbone, template: Template, verbalizer: Verbalizer, max_length: int,
               where: str = "verbalizer", warn_template: bool = True, demos: list[Demonstration] | None = None,
-              chat: bool = False, text_first: bool = False) -> Classifier:
+              chat: bool = False, text_first: bool = False, text_first_names: bool = True) -> Classifier:
         words, owner = verbalizer.flat()
-        read = backbone.reading_order(template) if text_first else template
+        read = backbone.reading_order(template, text_first_names) if text_first else template
         if warn_template and read is not template:
             log(f"{template.path}: the backbone reads left to right, so the inputs after the slot go first: "
-                f"{read.source!r} (--text-first)")
+                f"{read.source!r} (--no-text-first reads it as written)")
         head, query = chats.wrap(read, backbone) if chat else ([], read)
         word_ids = [backbone.tokenize_word(w, query.space_before_slot) for w in words]
         backbone.check_words(words, word_ids, template.mask_count, where)
@@ -64,7 +65,7 @@ class Classifier:
         if shared:
             encoder = _with_context(encoder, Context(shared), limit, backbone.info.name, warn_template)
         return cls(backbone, template, verbalizer, word_ids, owner, encoder, demos=list(demos or []), chat=chat,
-                   text_first=text_first)
+                   text_first=text_first, text_first_names=text_first_names)
 
     @property
     def labels(self) -> list[str]:
@@ -130,7 +131,7 @@ class Classifier:
         verbalizer = Verbalizer(labels=art.labels, words=art.meta.words())
         clf = cls.build(backbone, art.meta.parsed_template(), verbalizer, art.meta.training.max_length,
                         where=str(art.path), warn_template=False, demos=art.meta.demonstrations, chat=art.meta.chat,
-                        text_first=art.meta.text_first)
+                        text_first=art.meta.text_first, text_first_names=art.meta.text_first_names)
         if clf.word_ids != art.meta.word_ids:
             raise PtcliError(f"{art.path}: the label words tokenize differently with {name}'s tokenizer than at "
                              "training time; use the tokenizer the artifact was trained with")

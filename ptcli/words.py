@@ -93,7 +93,7 @@ class SearchConfig:
     alternatives: int = 5  # runners-up per label in the result (positive contrast, likeliest first), to edit by hand
     batch_size: int = 8
     max_length: int = 256
-    text_first: bool = False  # the template in the backbone's reading order, as `train --text-first` reads it
+    text_first: bool = True  # the template in the backbone's reading order, as `train` reads it by default
 
     def check(self) -> None:
         for name in ("top", "pool", "shortlist", "beams", "branch", "max_tokens", "contexts", "batch_size",

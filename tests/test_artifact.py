@@ -97,7 +97,7 @@ def test_format_2_artifacts_still_load(tmp_path):
     path = save(tmp_path)
     meta = json.loads((path / "ptcli.json").read_text())
     assert meta["format_version"] == artifact.FORMAT_VERSION
-    for field in ("label_bias", "demonstrations", "chat", "text_first"):
+    for field in ("label_bias", "demonstrations", "chat", "text_first", "text_first_names"):
         meta.pop(field, None)
     meta["encoder"].pop("init", None)
     meta["format_version"] = 2
@@ -106,6 +106,21 @@ def test_format_2_artifacts_still_load(tmp_path):
     assert art.meta.label_bias is None and not art.meta.demonstrations and art.meta.chat is False
     assert art.meta.text_first is False  # trained before reordering existed: read as written
     assert art.meta.encoder.init == "random"
+
+
+def test_format_4_text_first_artifacts_read_their_inputs_alone_moved(tmp_path):
+    path = save(tmp_path)
+    meta = json.loads((path / "ptcli.json").read_text())
+    meta.pop("text_first_names")
+    meta.update(format_version=4, text_first=True,
+                template={**meta["template"], "text": "[P][P] 这是[MASK]评论:<text>"})
+    meta["backbone"]["kind"] = "causal"
+    (path / "ptcli.json").write_text(json.dumps(meta, ensure_ascii=False))
+    art = artifact.load(path)
+    assert art.meta.text_first_names is False
+    assert art.meta.read_template().source == "<text>\n[P][P] 这是[MASK]评论:"  # as format 4 trained it
+    art.meta.text_first_names = True
+    assert art.meta.read_template().source == "评论:<text>\n[P][P] 这是[MASK]"
 
 
 def test_not_a_directory(tmp_path):

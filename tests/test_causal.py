@@ -125,6 +125,21 @@ def test_text_first_scores_the_reordered_template(models, name):
     assert first.template is written  # the artifact keeps the template as the user wrote it
 
 
+def test_text_first_moves_the_input_with_its_name_unless_told_format_4s_rule(models):
+    bb = load_backbone(str(models["gpt2"]), device="cpu", precision="fp32")
+    verbalizer = Verbalizer(labels=list(WORDS), words=[[w] for w in WORDS.values()])
+    written = Template.parse("[P] It was [MASK]. Review: <text>")
+    prompts = torch.randn(written.n_prompts, bb.hidden_size)
+    scores = {}
+    for names in (True, False):
+        clf = Classifier.build(bb, written, verbalizer, 64, warn_template=False, text_first=True,
+                               text_first_names=names)
+        same = Classifier.build(bb, written.inputs_first(names), verbalizer, 64, warn_template=False)
+        scores[names] = clf.logits(clf.encode(TEXTS), prompts)
+        assert torch.allclose(scores[names], same.logits(same.encode(TEXTS), prompts), atol=1e-5)
+    assert not torch.allclose(scores[True], scores[False], atol=1e-3)  # the two rules read differently
+
+
 @pytest.mark.parametrize("name", ["gpt2", "qwen2", "llama"])
 @pytest.mark.parametrize("template", ["[P] <text> It was [MASK]", "<text>\n[P][P] It was [MASK]"])
 def test_single_token_fast_path_equals_the_general_path(models, name, template, monkeypatch):

@@ -121,6 +121,22 @@ def test_calibration_is_stored_reloaded_and_applied_everywhere(models, review_fi
     assert report["accuracy"] == pytest.approx(result.dev["accuracy"])
 
 
+def test_the_trained_bias_moves_at_its_own_rate(models, review_files, tmp_path, monkeypatch):
+    real_fit = train_module.fit
+    monkeypatch.setattr(train_module, "fit", lambda *a, **kw: real_fit(*a[:5], replace(a[5], select="last"), **kw))
+    moved = {}
+    for bias_lr in (1e-3, 0.1):
+        result = train(args(review_files, models["bert"], tmp_path, calibrate="bias", bias_lr=bias_lr, lr=1e-3,
+                            output=tmp_path / f"b{bias_lr}"))
+        moved[bias_lr] = max(abs(b) for b in result.label_bias)
+        # Adam moves a parameter by at most about its rate a step (warmup and decay only shrink the steps)
+        steps = sum(1 for _ in result.history) * math.ceil(result.n_train / 8)
+        assert moved[bias_lr] <= 1.1 * bias_lr * steps
+    assert moved[0.1] > 10 * moved[1e-3] > 0  # the prompts' rate would not have moved it this far
+    with pytest.raises(PtcliError, match="--bias-lr"):
+        train(args(review_files, models["bert"], tmp_path, calibrate="bias", bias_lr=-1.0))
+
+
 def test_dev_loss_keeps_the_lowest_dev_loss(models, review_files, tmp_path):
     result = train(args(review_files, models["bert"], tmp_path, select="dev-loss", epochs=4, patience=4, lr=0.05))
     losses = [result.dev_untrained["loss"]] + [h["dev_loss"] for h in result.history]

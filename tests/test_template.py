@@ -65,11 +65,14 @@ def test_without_prompts():
 
 
 @pytest.mark.parametrize(("source", "expected"), [
-    ("这是一条[P][P][MASK][MASK]评论:<text>", "<text>\n这是一条[P][P][MASK][MASK]评论:"),
+    ("这是一条[P][P][MASK][MASK]评论:<text>", "评论:<text>\n这是一条[P][P][MASK][MASK]"),  # its name goes with it
     ("[P] It was [MASK]! [P]<text> ok", "<text>\n[P] It was [MASK]! [P] ok"),
-    ("[P] It was [MASK]: <text>", "<text>\n[P] It was [MASK]:"),  # the space before <text> goes with it
+    ("[P] It was [MASK]: <text>", "<text>\n[P] It was [MASK]:"),  # punctuation alone names nothing: it stays
+    ("[P] It was [MASK]. Review: <text>", "Review: <text>\n[P] It was [MASK]."),  # from the last sentence break
+    ("这是[MASK]的评论。内容:<text>", "内容:<text>\n这是[MASK]的评论。"),
     ("<text>？[MASK]，[P][P]<text_b>", "<text_b>\n<text>？[MASK]，[P][P]"),
     ("[MASK]<text><text_b>", "<text>\n<text_b>\n[MASK]"),
+    ("[MASK]\n评论：<text>\n问题：<text_b>", "评论：<text>\n问题：<text_b>\n[MASK]"),  # no line breaks left at the end
 ])
 def test_inputs_after_the_slot_move_to_the_front(source, expected):
     t = Template.parse(source)
@@ -77,6 +80,15 @@ def test_inputs_after_the_slot_move_to_the_front(source, expected):
     assert moved.source == expected and t.inputs_after_slot and not moved.inputs_after_slot
     assert Template.parse(moved.source).segments == moved.segments  # what parsing the new text would give
     assert (moved.n_prompts, moved.mask_count, moved.has_text_b) == (t.n_prompts, t.mask_count, t.has_text_b)
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("这是一条[P][P][MASK][MASK]评论:<text>", "<text>\n这是一条[P][P][MASK][MASK]评论:"),
+    ("[P] It was [MASK]: <text>", "<text>\n[P] It was [MASK]:"),  # the space before <text> goes with it
+    ("[MASK]<text><text_b>", "<text>\n<text_b>\n[MASK]"),
+])
+def test_format_4_rule_moves_the_inputs_alone(source, expected):
+    assert Template.parse(source).inputs_first(names=False).source == expected
 
 
 def test_inputs_first_leaves_a_template_with_the_slot_last_alone():

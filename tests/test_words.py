@@ -252,3 +252,33 @@ def test_search_words_refuses_labels_without_rows(models: dict[str, Path]) -> No
         search_words(backbone, template, ["好", "棒"], ["pos", "pos"])
     with pytest.raises(UsageError, match="--top 0"):
         search_words(backbone, template, ["好", "差"], ["pos", "neg"], config=SearchConfig(top=0))
+
+
+def test_train_auto_words_trains_with_the_words_found_on_its_training_rows(
+        pretrained_bert: Path, review_files: dict[str, Path], tmp_path: Path) -> None:
+    tpl = tmp_path / "template.txt"
+    tpl.write_text("<text>。[P]总之很[MASK]\n", encoding="utf-8")
+    art = tmp_path / "art"
+    # --dev: DATA is all training rows, so the search saw exactly the rows searched below
+    trained = invoke("train", review_files["train"], "--template", tpl, "--model", pretrained_bert, "--auto-words",
+                     "--dev", review_files["test"], "-o", art, "--epochs", 1, "--device", "cpu")
+    assert trained.exit_code == 0, trained.stderr
+    assert "--auto-words" in trained.stderr
+    backbone = load_backbone(str(pretrained_bert), device="cpu", precision="fp32")
+    texts, labels = _rows(review_files["train"])
+    found = search_words(backbone, Template.parse("<text>。[P]总之很[MASK]"), texts, labels)
+    meta = json.loads((art / "ptcli.json").read_text(encoding="utf-8"))
+    assert meta["verbalizer"] == found.verbalizer.to_dict() == {"neg": ["差"], "pos": ["好"]}
+    assert meta["training"]["args"]["auto_words"] is True
+    predicted = invoke("predict", art, review_files["test"], "--device", "cpu")
+    assert predicted.exit_code == 0, predicted.stderr
+
+
+def test_train_auto_words_refuses_a_verbalizer_or_a_resume(models: dict[str, Path], review_files: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    common = [review_files["train"], "--template", review_files["template"], "--model", models["bert"],
+              "--auto-words", "-o", tmp_path / "art", "--device", "cpu"]
+    assert_clean_error(invoke("train", *common, "--verbalizer", review_files["verbalizer"]), 2, "--auto-words",
+                       "not both")
+    assert_clean_error(invoke("train", *common, "--resume", tmp_path), 2, "--resume", "drop --auto-words")
+    assert not (tmp_path / "art").exists()
