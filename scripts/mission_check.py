@@ -2,7 +2,8 @@
 
 Nothing is trained. For each test row and label, the full sequence is scored by the frozen backbone and split into
 the label word's own log-probability (a text-free prior when the slot comes before the text) and the rest. Prints
-accuracy as written, without the prior term (the noisy-channel score), with the text read first (--text-first), and
+accuracy as written, without the prior term (the noisy-channel score), with the text read first (train's default,
+and format 4's rule that moved the input without its name 评论:), and
 for the shipped review_zh.causal template; and each one's accuracy with the best constant label bias, an upper bound
 for what any calibration could do.
 
@@ -54,7 +55,8 @@ def main() -> None:
 
     variants = {
         "as written": lambda t: (enc("这是一条"), enc("评论:" + t), MISSION),
-        "text first": lambda t: (enc(t + "\n这是一条"), enc("评论:"), MISSION),
+        "text first (train's default)": lambda t: (enc("评论:" + t + "\n这是一条"), [], MISSION),
+        "text first, input alone (fmt 4)": lambda t: (enc(t + "\n这是一条"), enc("评论:"), MISSION),
         "shipped review_zh.causal": lambda t: (enc("评论：" + t + "\n这条评论的态度是"), [], SHIPPED),
     }
     gold_pos = np.array([v == "pos" for v in test["label"]])
@@ -68,7 +70,7 @@ def main() -> None:
                 channel.append(s["pos"][1] - s["neg"][1])
             full_m, chan_m = np.array(full), np.array(channel)
             acc = float(((full_m > 0) == gold_pos).mean())
-            line = f"{name:26s} accuracy {acc:.2f}  best bias {best_bias(full_m, gold_pos):.2f}"
+            line = f"{name:32s} accuracy {acc:.2f}  best bias {best_bias(full_m, gold_pos):.2f}"
             if name == "as written":
                 line += (f"  | without the prior term {float(((chan_m > 0) == gold_pos).mean()):.2f}  best bias "
                          f"{best_bias(chan_m, gold_pos):.2f}")
