@@ -1,8 +1,9 @@
 """What each bench grid runs: data sets, backbones, test sizes, K, seeds, epochs, and the ablation's levers.
 
-The default grid was sized for an accuracy verdict in about 90 minutes on 2 CPU cores in fp32; measured, it takes
-longer (`timing.py`: ~120 min in fp32, ~50 min under bf16 autocast where the CPU has native bf16, from the verdict
-runs of 2026-11-30; PEFT's baseline is half of it). `full` is the grid for a GPU.
+The default grid is sized for an accuracy verdict in about 90 minutes on 2 CPU cores in fp32 (`timing.py`: ~91 min
+in fp32, ~39 min under bf16 autocast where the CPU has native bf16, since PEFT's baseline runs in ptcli's precision;
+the verdict runs of 2026-11-30 took ~120 / ~50 with PEFT in fp32). THUCNews stays at 2 epochs although 4 scored
++7.2 points (README ablation): 4 would put the grid at ~116 min in fp32. `full` is the grid for a GPU.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def plan_for(grid: str) -> Plan:
             DatasetPlan("mr", "qwen", 200, [16], seeds3, epochs=3, optional=True),
         ], ablation=mr_small, speed=SMALL_SPEED, run_speed=False, notes=[
             "Default grid: aimed at 90 minutes on 2 CPU cores in fp32; the time model (bench/timing.py) puts it at "
-            "~120 min in fp32 and ~50 min under bf16 autocast on a CPU with native bf16. "
+            "~91 min in fp32 and ~39 min under bf16 autocast on a CPU with native bf16. "
             "Few test rows (100-300) and 2-5 epochs instead of ptcli's 20: the verdicts are paired (same rows, "
             "same seeds), which makes them far tighter than two separate accuracies, but a 'tie' here is often a "
             "too-small test set; run `--grid full` on a GPU for the definitive figures."])
