@@ -240,8 +240,7 @@ def train(
                          patience=patience, dev_fraction=dev_fraction, seed=seed, device=device, precision=precision,
                          max_length=max_length, tune_backbone=tune_backbone, backbone_lr=backbone_lr, resume=resume,
                          prompt_init=prompt_init, calibrate=calibrate, bias_lr=bias_lr, select=select,
-                         demos=parse_count(demos),
-                         chat=chat, text_first=text_first, auto_words=auto_words)
+                         demos=parse_count(demos), chat=chat, text_first=text_first, auto_words=auto_words)
         args.template, args.verbalizer = resolve(template, verbalizer)  # shipped templates by name
         if auto_words and verbalizer is None:
             args.verbalizer = None  # searched, not the shipped template's words

@@ -159,18 +159,17 @@ class Template:
         if not self.inputs_after_slot:
             return self
         cut = self.slot_index()
-        segs = list(self.segments)
         front: list[Segment] = []
         rest: list[Segment] = []
-        for i, seg in enumerate(segs):
+        for i, seg in enumerate(self.segments):
             if i > cut and seg.kind in ("text", "text_b"):
                 label = ""
-                if segs[i - 1].kind == "literal":  # rest[-1]: literals never move whole
+                if self.segments[i - 1].kind == "literal":  # rest[-1]: literals never move whole
                     kept, label = _split_name(rest[-1].text) if names else (rest[-1].text, "")
                     # A space before an input belongs to it (TemplateEncoder); so does its naming clause.
                     rest[-1] = Segment("literal", kept.rstrip(" "))
-                front += [*([Segment("literal", label.lstrip())] if label.strip() else []), seg,
-                          Segment("literal", "\n")]
+                # An empty name is dropped by _merge_literals below.
+                front += [Segment("literal", label.lstrip()), seg, Segment("literal", "\n")]
                 continue
             rest.append(seg)
         rest = list(_merge_literals(rest))
