@@ -10,7 +10,6 @@ The ensemble row is not a lever: it averages the default runs' test probabilitie
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 
-from ptcli.template import Template
 from ptcli.train import TrainArgs
 
 # The prompt-initialisation lever: the paper's random start, since vocab became the default (2026-11-30 ablation:
@@ -82,34 +80,6 @@ def _mission_with(**fields: Any) -> Overrides:
     return lambda args, train, backbone: {**_mission(args, train, backbone), **fields}
 
 
-def _auto_words(args: TrainArgs, train: pd.DataFrame, backbone: Any) -> dict[str, Any]:
-    """Label words searched from the K training rows by ptcli.words.search_words, written as a verbalizer file."""
-    try:
-        from ptcli import words
-    except ImportError:
-        raise Unavailable("ptcli.words is not in ptcli yet (no search_words)") from None
-    search = getattr(words, "search_words", None)
-    if search is None:
-        raise Unavailable("ptcli.words has no search_words yet")
-    template = Template.load(args.template)
-    known: dict[str, Any] = {
-        "backbone": backbone, "template": template.without_prompts(), "texts": train["text"].tolist(),
-        "labels": train["label"].tolist(), "rows": train, "data": train, "df": train, "seed": args.seed,
-        "max_length": args.max_length}
-    params = inspect.signature(search).parameters.values()
-    unknown = [p.name for p in params if p.default is inspect.Parameter.empty and p.name not in known
-               and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if unknown:
-        raise Unavailable(f"search_words needs {', '.join(unknown)}, which bench/ablation.py does not know how to "
-                          "pass: adapt _auto_words")
-    found = search(**{p.name: known[p.name] for p in params if p.name in known})
-    # A SearchResult's verbalizer is the label → words mapping `ptcli words` writes; its to_dict() is the report.
-    mapping = found.verbalizer.to_dict() if hasattr(found, "verbalizer") else dict(found)
-    path = Path(args.data).parent / "auto.verbalizer.json"
-    path.write_text(json.dumps(mapping, ensure_ascii=False), encoding="utf-8")
-    return {"verbalizer": path}
-
-
 LEVERS: list[Lever] = [
     Lever(f"{PROMPT_INIT[0]}={PROMPT_INIT[1]}", "the paper's random prompt-encoder start (default: vocab embeddings)",
           _set(**{PROMPT_INIT[0]: PROMPT_INIT[1]})),
@@ -130,8 +100,10 @@ LEVERS: list[Lever] = [
           lambda a, _t, _b: {"epochs": 2 * a.epochs}),
     Lever("demos=K", "LM-BFF: the K rows per class as demonstrations, plus trained prompts", _demos),
     Lever("chat=True", "the backbone's chat template around the prompt", _set(chat=True)),
-    Lever("auto label words", "verbalizer searched from the K training rows (ptcli.words.search_words)",
-          _auto_words),
+    # `ptcli train --auto-words`: the words searched from the training rows only, never the dev rows (until
+    # 2026-11-30 the lever searched all K rows itself, dev rows included).
+    Lever("auto label words", "train --auto-words: label words searched from the training rows",
+          _set(auto_words=True, verbalizer=None)),
     # As written, the slot comes before the text and the causal score is log P(word) + log P(text | word): the first
     # term is a text-free label prior, and the second carried little signal (2026-11-30: 56.0 on seed 1).
     Lever("mission template", f"`{MISSION_TEMPLATE}` with 好评/差评, read as written (--no-text-first)",

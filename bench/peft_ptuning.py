@@ -188,7 +188,7 @@ def train_and_test(backbone: Backbone, manual: Template, verbalizer: Verbalizer,
 
         def evaluate() -> dict[str, float]:
             acc, loss = _dev_report(pt, x_dev, y_dev, hp.batch_size)
-            return {"accuracy": acc, "loss": loss}
+            return {"accuracy": acc, "loss": loss, "n": len(y_dev)}
 
         # The same epoch loop, schedule, best-epoch rule and early stop as `ptcli train` (ptcli.loop.fit).
         fitted = fit(len(x_tr), lambda idx, _epoch: pt.step([x_tr[i] for i in idx], y_tr[idx], optimizer,

@@ -272,24 +272,23 @@ def test_seeds_and_epochs_override_the_grid_but_keep_its_test_rows() -> None:
     assert bench_run.main(["--plan", "--epochs", "-1"]) == 2
 
 
-def test_auto_label_words_lever_writes_a_verbalizer_train_can_load(models, review_files, tmp_path) -> None:
-    import shutil
+def test_auto_label_words_lever_is_train_auto_words_without_the_grids_verbalizer(review_files, tmp_path) -> None:
+    from types import SimpleNamespace
 
     import ablation
+    import methods
     import pandas as pd
 
-    from ptcli.loading import load_backbone
-    from ptcli.train import TrainArgs
-    from ptcli.verbalizer import Verbalizer
+    from ptcli.train import _check_args
 
-    data = tmp_path / "train.csv"
-    shutil.copy(review_files["train"], data)
-    train = pd.read_csv(data, dtype=str, keep_default_na=False)
-    args = TrainArgs(data=data, template=review_files["template"], model=str(models["bert"]), device="cpu")
-    backbone = load_backbone(str(models["bert"]), device="cpu", precision="fp32")
-    out = ablation.overrides_for(ablation.BY_NAME["auto label words"], args, train, backbone)
-    words = Verbalizer.load(out["verbalizer"], sorted(set(train["label"])))
-    assert words.labels == sorted(set(train["label"])) and all(words.words)
+    task = SimpleNamespace(template_path=review_files["template"], verbalizer_path=review_files["verbalizer"],
+                           gguf=tmp_path / "model.gguf")
+    train = pd.read_csv(review_files["train"], dtype=str, keep_default_na=False)
+    base = methods.train_args(task, tmp_path, train, 1, 3)
+    changed = ablation.overrides_for(ablation.BY_NAME["auto label words"], base, train, None)
+    args = methods.train_args(task, tmp_path, train, 1, **{"epochs": 3, **changed})
+    assert base.verbalizer is not None and args.verbalizer is None and args.auto_words
+    _check_args(args)  # train refuses --auto-words beside --verbalizer: the lever must drop the grid's words
 
 
 def test_a_lever_that_sets_epochs_overrides_the_grids(review_files, tmp_path) -> None:

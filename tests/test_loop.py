@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ptcli.loop import LoopConfig, fit, warmup_then_decay
+from ptcli.loop import LoopConfig, accuracy_floor, fit, warmup_then_decay
 
 
 def run(reports, patience=2, epochs=None, n_rows=10, seed=0, select="dev-acc"):
@@ -59,7 +59,7 @@ def test_warmup_then_linear_decay_to_zero():
 
 
 def test_dev_loss_rule_keeps_the_lowest_loss_and_ties_go_to_accuracy():
-    reports = [{"accuracy": 0.5, "loss": 0.7}, {"accuracy": 0.75, "loss": 0.6}, {"accuracy": 0.5, "loss": 0.4},
+    reports = [{"accuracy": 0.5, "loss": 0.7, "n": 4}, {"accuracy": 0.75, "loss": 0.6}, {"accuracy": 0.5, "loss": 0.4},
                {"accuracy": 0.75, "loss": 0.4}, {"accuracy": 1.0, "loss": 0.45}]
     script = iter(reports)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
@@ -89,3 +89,30 @@ def test_a_longer_schedule_is_stopped_part_way():
     full = lrs(LoopConfig(epochs=4, batch_size=4, warmup=0.25, select="last"))
     part = lrs(LoopConfig(epochs=2, batch_size=4, warmup=0.25, select="last", schedule_epochs=4))
     assert part == full[:4] and full[-1] > 0  # the first two epochs of the four-epoch schedule, not a shorter one
+
+
+def dev_loss_run(reports, patience=5):
+    script = iter(reports)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    return fit(8, lambda idx, e: 0.0, lambda: next(script), lambda: None, opt,
+               LoopConfig(epochs=len(reports) - 1, batch_size=4, patience=patience, select="dev-loss"))
+
+
+def test_dev_loss_never_keeps_an_epoch_far_below_the_untrained_accuracy():
+    # THUCNews seed 3 (2026-11-30): a diverging run lowered the dev loss of confidently wrong rows while its
+    # accuracy fell to chance; 2 SE of 0.275 on 40 rows is 0.141, so 0.10 is out and 0.225 is noise.
+    untrained = {"accuracy": 0.275, "loss": 3.0, "n": 40}
+    assert accuracy_floor(untrained) == pytest.approx(0.275 - 2 * (0.275 * 0.725 / 40) ** 0.5)
+    result = dev_loss_run([untrained, {"accuracy": 0.10, "loss": 2.4}, {"accuracy": 0.225, "loss": 2.5},
+                           {"accuracy": 0.10, "loss": 2.0}])
+    assert result.best_epoch == 2
+    result = dev_loss_run([untrained, {"accuracy": 0.10, "loss": 2.4}, {"accuracy": 0.10, "loss": 2.0}], patience=2)
+    assert result.best_epoch == 0 and len(result.history) == 2  # floored epochs count towards patience
+
+
+def test_accuracy_floor_allows_at_least_one_row():
+    perfect = {"accuracy": 1.0, "loss": 0.5, "n": 4}  # no binomial spread at p = 1: one row is still noise
+    assert dev_loss_run([perfect, {"accuracy": 0.75, "loss": 0.4}]).best_epoch == 1
+    assert dev_loss_run([perfect, {"accuracy": 0.5, "loss": 0.1}]).best_epoch == 0
+    # one row fewer, computed as (n − 1)/n, must not round below 1 − 1/n
+    assert all((n - 1) / n >= accuracy_floor({"accuracy": n / n, "n": n}) for n in range(1, 200))
