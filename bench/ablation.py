@@ -98,6 +98,12 @@ LEVERS: list[Lever] = [
     # THUCNews kept its last epoch in every seed (2026-11-30): is the grid's epoch count too small?
     Lever("epochs x2", "twice the grid's epochs (is the grid cutting training short?)",
           lambda a, _t, _b: {"epochs": 2 * a.epochs}),
+    # THUCNews (2026-11-30): a logistic regression on the slot's hidden state scored 68.6% from 120 rows, the
+    # trained words 51-58%; the head gives the prompts' training that state to read (ptcli/head.py).
+    Lever("head=linear", "a linear read-out of the slot state added to the words' scores (--head linear)",
+          _set(head="linear")),
+    Lever("head=linear, epochs x2", "--head linear with twice the grid's epochs",
+          lambda a, _t, _b: {"head": "linear", "epochs": 2 * a.epochs}),
     Lever("demos=K", "LM-BFF: the K rows per class as demonstrations, plus trained prompts", _demos),
     Lever("chat=True", "the backbone's chat template around the prompt", _set(chat=True)),
     # `ptcli train --auto-words`: the words searched from the training rows only, never the dev rows (until

@@ -2,7 +2,8 @@
 
     ptcli.json            the record below (`Meta`): template, labels, label words + token ids, backbone identity
                           and fingerprint, encoder config, training record, dev metrics, versions
-    prompts.safetensors   `prompt_embeddings` [m, H]: the frozen prompt, all that prediction needs
+    prompts.safetensors   `prompt_embeddings` [m, H]: the frozen prompt, all that prediction needs; with
+                          --head linear also `head_weight` [labels, H] and `head_bias` [labels] (ptcli/head.py)
     encoder.safetensors   the prompt encoder's weights, so `train --resume` can continue
     README.md             model card (+ training.png when plotting is available)
     backbone/             only with --tune-backbone: the trained backbone (safetensors)
@@ -30,16 +31,18 @@ from safetensors.torch import load_file, save_file
 
 from ptcli.encoder import ENCODERS, PROMPT_INITS, EncoderConfig
 from ptcli.errors import PtcliError
+from ptcli.head import BIAS, HEADS, WEIGHT
 from ptcli.outputs import atomic_directory, check_output_dir
 from ptcli.template import Template
 
 FORMAT = "ptcli-artifact"
-# 5: text_first_names (--text-first moves each input with the clause naming it); 4: text_first; 3: label_bias,
+# 6: head (--head linear, its tensors in prompts.safetensors); 5: text_first_names (--text-first moves each
+# input with the clause naming it); 4: text_first; 3: label_bias,
 # demonstrations, chat, encoder.init (a ptcli that predates them must refuse such an artifact rather than predict
 # without them); 2: typed record (training.args, backbone.gguf_file, no confusion matrices); 1 is upgraded. A
-# version-2 to -4 record is a version-5 record without the newer fields, which all have defaults that mean what those
+# version-2 to -5 record is a version-6 record without the newer fields, which all have defaults that mean what those
 # versions did.
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 META = "ptcli.json"
 PROMPTS = "prompts.safetensors"
 ENCODER = "encoder.safetensors"
@@ -161,6 +164,7 @@ class Meta:
     # from artifacts before format 4, which were trained as written
     # With text_first: each input moved with the clause naming it (format 5); absent (format 4): the inputs alone.
     text_first_names: bool = False
+    head: str = "words"  # words: the verbalizer alone; linear: plus a read-out of the slot state (head.py, format 6)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n"
@@ -202,6 +206,8 @@ class Meta:
         if self.label_bias is not None and (len(self.label_bias) != len(self.labels)
                                             or not all(math.isfinite(b) for b in self.label_bias)):
             raise bad("label_bias", f"expected {len(self.labels)} finite numbers, one per label")
+        if self.head not in HEADS:
+            raise bad("head", f"{self.head!r} is not one of {', '.join(HEADS)}")
         if self.training.max_length < 1:
             raise bad("training.max_length", f"{self.training.max_length} is not a token count")
         try:
@@ -275,6 +281,7 @@ class Artifact:
     path: Path
     meta: Meta
     prompts: torch.Tensor
+    head: dict[str, torch.Tensor] | None = None  # head_weight, head_bias with --head linear
 
     @property
     def labels(self) -> list[str]:
@@ -328,7 +335,8 @@ def load(path: str | Path) -> Artifact:
     except OSError as e:
         raise PtcliError(f"{p / META}: cannot read it ({e.strerror})") from None
     meta = parse_meta(text, str(p / META))
-    prompts = _load_tensors(p / PROMPTS).get("prompt_embeddings")
+    tensors = _load_tensors(p / PROMPTS)
+    prompts = tensors.get("prompt_embeddings")
     shape = [meta.encoder.n_prompts, meta.encoder.hidden_size]
     if prompts is None or list(prompts.shape) != shape or not prompts.is_floating_point():
         got = "none" if prompts is None else f"{list(prompts.shape)} {prompts.dtype}"
@@ -337,7 +345,19 @@ def load(path: str | Path) -> Artifact:
         raise PtcliError(f"{p / PROMPTS}: the prompt vectors contain NaN or infinity; {_DAMAGED}")
     if meta.training.tune_backbone and not (p / BACKBONE_DIR / "config.json").is_file():
         raise PtcliError(f"{p}: trained with --tune-backbone but {BACKBONE_DIR}/ is missing; train it again")
-    return Artifact(path=p, meta=meta, prompts=prompts.float())
+    head = _head_tensors(tensors, meta, p / PROMPTS) if meta.head == "linear" else None
+    return Artifact(path=p, meta=meta, prompts=prompts.float(), head=head)
+
+
+def _head_tensors(tensors: dict[str, torch.Tensor], meta: Meta, where: Path) -> dict[str, torch.Tensor]:
+    shapes = {WEIGHT: [len(meta.labels), meta.encoder.hidden_size], BIAS: [len(meta.labels)]}
+    for name, shape in shapes.items():
+        t = tensors.get(name)
+        if t is None or list(t.shape) != shape or not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+            got = "none" if t is None else f"{list(t.shape)} {t.dtype}"
+            raise PtcliError(f"{where}: the artifact has a linear head (\"head\": \"linear\") but {name} is not "
+                             f"{shape} finite floats (found {got}); {_DAMAGED}")
+    return {name: tensors[name].float() for name in shapes}
 
 
 def check_target(target: Path) -> None:
@@ -354,14 +374,19 @@ def save(
     encoder_state: dict[str, torch.Tensor],
     card: str,
     extra: Callable[[Path], None] | None = None,
+    head: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write the artifact next to `target` and rename it into place; replaces an older artifact at `target`."""
     target = Path(target)
     check_target(target)
     meta.check(str(target / META))
+    if (meta.head == "linear") != (head is not None):
+        raise ValueError(f"meta.head is {meta.head!r} but the head tensors are {'given' if head else 'missing'}")
     with atomic_directory(target, "the artifact") as tmp:
         (tmp / META).write_text(meta.to_json(), encoding="utf-8")
-        save_file({"prompt_embeddings": prompts.detach().float().cpu().contiguous()}, str(tmp / PROMPTS),
+        tensors = {"prompt_embeddings": prompts.detach().float().cpu().contiguous()}
+        tensors.update({k: v.detach().float().cpu().contiguous() for k, v in (head or {}).items()})
+        save_file(tensors, str(tmp / PROMPTS),
                   metadata={"format": FORMAT, "template": meta.template.text, "backbone": meta.backbone.name,
                             "fingerprint": meta.backbone.fingerprint})
         save_file({k: v.detach().cpu().contiguous() for k, v in encoder_state.items()}, str(tmp / ENCODER))

@@ -111,6 +111,11 @@ class Backbone:
 
     def score(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]) -> torch.Tensor:
         """[B, W] float32: for each row and candidate word, the sum of its tokens' log-probabilities in the slot."""
+        return self.score_and_state(rows, prompts, word_ids)[0]
+
+    def score_and_state(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`score`, and [B, H] float32: the last hidden state each row's slot is read from (--head linear)."""
         raise NotImplementedError
 
     def train(self, mode: bool) -> None:

@@ -19,7 +19,7 @@ $template
 ```
 
 $n_prompts trainable prompt token(s), $encoder prompt encoder. Only the encoder's output
-(`prompts.safetensors`, $n_prompts × $hidden) is needed to predict.
+(`prompts.safetensors`, $n_prompts × $hidden) is needed to predict.$head
 
 ## Labels and label words
 
@@ -63,5 +63,8 @@ def model_card(meta: Meta, path: str = "ARTIFACT", curve: bool = False) -> str:
         epochs=args.get("epochs", "?"), seed=training.seed, lr=args.get("lr", "?"),
         batch_size=args.get("batch_size", "?"), precision=training.precision, path=path,
         fingerprint=meta.backbone.fingerprint,
+        head=("\nThe label scores add a linear read-out of the slot's hidden state (`--head linear`: `head_weight` "
+              f"{len(meta.labels)} × {meta.encoder.hidden_size} and `head_bias` in the same file) to the label "
+              "words'." if meta.head == "linear" else ""),
         curve="\n![training curve: losses and dev accuracy per epoch](training.png)\n" if curve else "",
     )

@@ -79,19 +79,22 @@ class CausalLM(Backbone):
             )
         return warnings
 
-    def score(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]) -> torch.Tensor:
+    def score_and_state(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
         seqs = [self._sequence(row) for row in rows]
         past = self._shared_past(rows, seqs, prompts)
         if past is not None:
             # Each row gets its own copy of the shared cache: bound rows per pass by `cache_bytes`.
             step = max(1, self.cache_bytes // _row_bytes(past))
             if step < len(rows):
-                return torch.cat([self._score(rows[i : i + step], seqs[i : i + step], prompts, word_ids, past)
-                                  for i in range(0, len(rows), step)])
+                parts = [self._score(rows[i : i + step], seqs[i : i + step], prompts, word_ids, past)
+                         for i in range(0, len(rows), step)]
+                return torch.cat([s for s, _ in parts]), torch.cat([h for _, h in parts])
         return self._score(rows, seqs, prompts, word_ids, past)
 
     def _score(self, rows: list[Encoded], seqs: list[_Sequence], prompts: torch.Tensor | None,
-               word_ids: list[list[int]], past: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
+               word_ids: list[list[int]], past: list[tuple[torch.Tensor, torch.Tensor]] | None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         # The slot ends every row and each word is one token: the prefix's last position is the whole score.
         single = all(len(w) == 1 for w in word_ids) and not any(row.after.ids for row in rows)
         with self.autocast():
@@ -100,8 +103,8 @@ class CausalLM(Backbone):
         first = torch.tensor([w[0] for w in word_ids], device=self.device)
         scores = torch.log_softmax(self._head(last).float(), dim=-1)[:, first]  # [B, W]
         if single:
-            return scores
-        return scores + self._continuations(rows, prompts, word_ids, cache, attn, prefix_len)
+            return scores, last.float()
+        return scores + self._continuations(rows, prompts, word_ids, cache, attn, prefix_len), last.float()
 
     def _sequence(self, row: Encoded) -> _Sequence:
         """Everything a row runs before its slot: the special tokens, the shared context, then `before`; with each

@@ -19,6 +19,7 @@ from ptcli.artifact import Artifact, Demonstration
 from ptcli.backbone import Backbone
 from ptcli.console import log, warn
 from ptcli.errors import PtcliError
+from ptcli.head import LabelHead
 from ptcli.loading import load_backbone
 from ptcli.template import Context, Encoded, Template, TemplateEncoder
 from ptcli.verbalizer import Verbalizer, label_scores
@@ -33,6 +34,7 @@ class Classifier:
     owner: list[int]
     encoder: TemplateEncoder
     label_bias: torch.Tensor | None = None  # [n_labels] added to every row's label log-scores (ptcli/label_bias.py)
+    head: LabelHead | None = None  # --head linear: a read-out of the slot state added to the words' scores (head.py)
     demos: list[Demonstration] = field(default_factory=list)  # shown before every row (demos.py)
     chat: bool = False  # the template inside the backbone's chat template (chat.py)
     text_first: bool = False  # the template in the backbone's reading order (Backbone.reading_order)
@@ -75,10 +77,13 @@ class Classifier:
         return self.encoder.encode(texts, texts_b)
 
     def logits(self, rows: list[Encoded], prompts: torch.Tensor | None) -> torch.Tensor:
-        """[B, n_labels] label log-scores (unnormalised across labels), `label_bias` added; differentiable in `prompts`
-        (and in `label_bias` when it is trained)."""
-        scores = self.backbone.score(rows, prompts, self.word_ids)
-        out = label_scores(scores, self.owner, len(self.labels))
+        """[B, n_labels] label log-scores (unnormalised across labels), `head` and `label_bias` added; differentiable in
+        `prompts` (and in the head and `label_bias` when they are trained)."""
+        if self.head is None:
+            out = label_scores(self.backbone.score(rows, prompts, self.word_ids), self.owner, len(self.labels))
+        else:
+            scores, states = self.backbone.score_and_state(rows, prompts, self.word_ids)
+            out = label_scores(scores, self.owner, len(self.labels)) + self.head(states)
         return out if self.label_bias is None else out + self.label_bias.to(out.device, out.dtype)
 
     def predict_proba(self, rows: list[Encoded], prompts: torch.Tensor | None, batch_size: int,
@@ -137,6 +142,8 @@ class Classifier:
                              "training time; use the tokenizer the artifact was trained with")
         if art.meta.label_bias is not None:
             clf.label_bias = torch.tensor(art.meta.label_bias, dtype=torch.float32, device=backbone.device)
+        if art.head is not None:
+            clf.head = LabelHead.from_tensors(art.head).to(backbone.device).eval()
         return clf, art.prompts.to(backbone.device)
 
 

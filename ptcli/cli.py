@@ -221,6 +221,9 @@ def train(
         help="causal backbones: inputs that come after [MASK] in the template move to its front, each with the "
         "clause naming it ('这是一条[P][MASK]评论:<text>' reads '评论:<text>\\n这是一条[P][MASK]'), so the label is "
         "read after the text; --no-text-first reads the template as written")] = True,
+    head: Annotated[str, typer.Option(
+        help="words (the verbalizer alone) or linear (plus a per-label linear read-out of the slot's hidden state, "
+        "trained from zero at --lr beside the prompts; kept in the artifact)")] = "words",
     json_: Json = False,
 ) -> None:
     """Train P-tuning prompts on labeled rows; writes an artifact directory."""
@@ -240,7 +243,8 @@ def train(
                          patience=patience, dev_fraction=dev_fraction, seed=seed, device=device, precision=precision,
                          max_length=max_length, tune_backbone=tune_backbone, backbone_lr=backbone_lr, resume=resume,
                          prompt_init=prompt_init, calibrate=calibrate, bias_lr=bias_lr, select=select,
-                         demos=parse_count(demos), chat=chat, text_first=text_first, auto_words=auto_words)
+                         demos=parse_count(demos), chat=chat, text_first=text_first, auto_words=auto_words,
+                         head=head)
         args.template, args.verbalizer = resolve(template, verbalizer)  # shipped templates by name
         if auto_words and verbalizer is None:
             args.verbalizer = None  # searched, not the shipped template's words

@@ -31,7 +31,13 @@ def _identity(art: artifact.Artifact) -> dict[str, Any]:
             "backbone": b.name, "backbone_kind": b.kind, "model_type": b.model_type, "revision": b.revision,
             "gguf_sha256": b.gguf_sha256, "fingerprint": b.fingerprint, "shape": list(art.prompts.shape),
             "ptcli_version": art.meta.ptcli_version,
-            "label_bias": art.meta.label_bias}  # add to the label log-scores (--calibrate); None: no bias
+            "label_bias": art.meta.label_bias,  # add to the label log-scores (--calibrate); None: no bias
+            "head": art.meta.head}  # linear: head_weight·rms_norm(slot state) + head_bias is added too
+
+
+def _head_lists(art: artifact.Artifact) -> dict[str, Any]:
+    """--head linear: its tensors as JSON lists (the .npy holds the prompts alone)."""
+    return {k: v.tolist() for k, v in (art.head or {}).items()}
 
 
 def export(args: ExportArgs) -> dict[str, Any]:
@@ -45,6 +51,9 @@ def export(args: ExportArgs) -> dict[str, Any]:
         if art.meta.label_bias is not None:
             warn(f"{art.path}: its per-label bias (--calibrate {art.meta.training.calibrate}) is not part of a PEFT "
                  "adapter; add its label_bias (in ptcli.json) to the label scores yourself")
+        if art.head is not None:
+            warn(f"{art.path}: its linear head (--head linear) is not part of a PEFT adapter, which scores with the "
+                 "label words alone; export to safetensors or json to keep it")
         return export_peft(art, args.output, _identity(art))
     outputs = [args.output]
     if fmt == "npy":
@@ -53,7 +62,7 @@ def export(args: ExportArgs) -> dict[str, Any]:
         check_output_file(path, protected=(art.path,))
     identity = _identity(art)
     if fmt == "safetensors":
-        data = save({"prompt_embeddings": art.prompts.contiguous()},
+        data = save({"prompt_embeddings": art.prompts.contiguous(), **(art.head or {})},
                     metadata={k: json.dumps(v, ensure_ascii=False) for k, v in identity.items()})
         with atomic_file(args.output, "wb") as f:
             f.write(data)
@@ -61,8 +70,9 @@ def export(args: ExportArgs) -> dict[str, Any]:
         with atomic_file(args.output, "wb") as f:
             np.save(f, art.prompts.numpy(), allow_pickle=False)
         with atomic_file(outputs[1]) as f:
-            f.write(json.dumps(identity, ensure_ascii=False, indent=2) + "\n")
+            f.write(json.dumps({**identity, **_head_lists(art)}, ensure_ascii=False, indent=2) + "\n")
     else:
         with atomic_file(args.output) as f:
-            f.write(json.dumps({**identity, "prompt_embeddings": art.prompts.tolist()}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({**identity, "prompt_embeddings": art.prompts.tolist(), **_head_lists(art)},
+                               ensure_ascii=False) + "\n")
     return {"written": [str(p) for p in outputs], "format": fmt, **identity}

@@ -96,6 +96,8 @@ def _training(report: dict[str, Any]) -> Table:
         bias = ", ".join(f"{label['label']} {b:+.3f}" for label, b in zip(report["labels"], report["label_bias"],
                                                                           strict=True))
         table.add_row("label bias", f"{bias} (--calibrate {t['calibrate']})")
+    if report.get("head") == "linear":
+        table.add_row("head", "linear: a read-out of the slot's hidden state added to the label words' scores")
     args = {k: v for k, v in t["args"].items() if v is not None and v is not False}
     table.add_row("arguments", " ".join(f"{k}={v}" for k, v in args.items()))
     return table

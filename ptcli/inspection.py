@@ -89,6 +89,7 @@ def describe(art: artifact.Artifact) -> dict[str, Any]:
         "dev": {"untrained": asdict(meta.dev_metrics_untrained), "trained": asdict(meta.dev_metrics)},
         "history": [asdict(e) for e in meta.history],
         "label_bias": meta.label_bias,  # per-label log-space bias (--calibrate); None: none
+        "head": meta.head,  # words: the verbalizer alone; linear: plus the slot-state read-out (--head)
     }
 
 

@@ -35,7 +35,8 @@ class MaskedLM(Backbone):
                     "token(s)"
                 )
 
-    def score(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]) -> torch.Tensor:
+    def score_and_state(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
         k = len(word_ids[0])
         seqs, pidx, slot_start = [], [], []
         for row in rows:
@@ -50,21 +51,24 @@ class MaskedLM(Backbone):
         positions = torch.tensor(slot_start, device=self.device).unsqueeze(1) + torch.arange(k, device=self.device)
         with self.autocast():
             embeds = self.embed(ids, prompt_idx, prompts)
-            logits = self._slot_logits(embeds, attn, positions)  # [B, k, V]
+            logits, state = self._slot_logits(embeds, attn, positions)  # [B, k, V], [B, H]
         logp = torch.log_softmax(logits.float(), dim=-1)
         targets = torch.tensor(word_ids, device=self.device)  # [W, k]
         # logp[b, j, targets[w, j]] summed over j → [B, W]
         picked = logp[:, torch.arange(k, device=self.device).unsqueeze(0), targets]  # [B, W, k]
-        return picked.sum(-1)
+        return picked.sum(-1), state.float()
 
-    def _slot_logits(self, embeds: torch.Tensor, attn: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _slot_logits(self, embeds: torch.Tensor, attn: torch.Tensor, positions: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits at the mask positions, and the last hidden state at the first mask."""
         rows = torch.arange(embeds.shape[0], device=self.device).unsqueeze(1)
         if self._head is not None:
             # Run the vocabulary projection only at the mask positions: it is ~20% of BERT-base's compute.
             base = getattr(self.model, self.model.base_model_prefix)
             hidden = base(inputs_embeds=embeds, attention_mask=attn).last_hidden_state
-            return self._head(hidden[rows, positions])
-        return self.model(inputs_embeds=embeds, attention_mask=attn).logits[rows, positions]
+            return self._head(hidden[rows, positions]), hidden[rows[:, 0], positions[:, 0]]
+        out = self.model(inputs_embeds=embeds, attention_mask=attn, output_hidden_states=True)
+        return out.logits[rows, positions], out.hidden_states[-1][rows[:, 0], positions[:, 0]]
 
 
 def _mlm_head(model: Any) -> Any:

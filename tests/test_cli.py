@@ -275,3 +275,17 @@ def test_help_is_fast_and_lazy():
 def test_python_dash_m():
     result = subprocess.run([sys.executable, "-m", "ptcli", "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("ptcli ")
+
+
+def test_train_head_linear_through_the_cli_and_inspect_shows_it(base, tmp_path):
+    result = invoke(*base, "--head", "linear", "--select", "kfold", "--json")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert json.loads(result.stdout)["head"] == "linear"
+    out = tmp_path / "out"
+    with safe_open(str(out / "prompts.safetensors"), "pt") as f:
+        assert {"prompt_embeddings", "head_weight", "head_bias"} <= set(f.keys())
+    assert "linear read-out" in (out / "README.md").read_text()
+    shown = invoke("inspect", out, "--json")
+    assert shown.exit_code == 0, shown.stderr
+    assert json.loads(shown.stdout)["head"] == "linear"
+    assert_clean_error(invoke(*base, "--head", "soft"), 2, "--head 'soft'", "words, linear")

@@ -1,0 +1,59 @@
+"""--head linear: a per-label linear read-out of the slot's hidden state, added to the label words' scores.
+
+The verbalizer reads the slot through one vocabulary row per label word. With many labels that row is a narrow
+window: on THUCNews/Qwen (10 topics, K=16) a logistic regression on the hidden state the slot is read from, under
+the manual template, scored 68.6% from 120 rows, where ptcli's words trained to 51-58% in 2-4 epochs (2026-11-30;
+zero-shot 49%). The head gives training that whole state to read.
+
+It starts at zero, so the untrained classifier scores exactly as the verbalizer does (untrained prompts do no harm)
+and training moves away from the words only as far as the rows ask. The state is RMS-normalised first: backbones'
+hidden states differ in scale by orders of magnitude, and a unit-scale input lets one learning rate suit them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+HEADS = ("words", "linear")  # words: the verbalizer alone; linear: the verbalizer plus this head
+WEIGHT, BIAS = "head_weight", "head_bias"  # their names in prompts.safetensors
+EPS = 1e-6
+
+
+class LabelHead(nn.Module):
+    def __init__(self, n_labels: int, hidden_size: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(n_labels, hidden_size))
+        self.bias = nn.Parameter(torch.zeros(n_labels))
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """[B, H] slot states → [B, n_labels] scores to add to the label words' log-scores."""
+        x = states.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + EPS)
+        return x @ self.weight.T + self.bias
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {WEIGHT: self.weight.detach().float().cpu().clone(), BIAS: self.bias.detach().float().cpu().clone()}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> LabelHead:
+        weight, bias = tensors[WEIGHT], tensors[BIAS]
+        head = cls(*weight.shape)
+        with torch.no_grad():
+            head.weight.copy_(weight.float())
+            head.bias.copy_(bias.float())
+        return head
+
+
+@contextlib.contextmanager
+def attached(clf: Any, head: LabelHead | None) -> Iterator[None]:
+    """The Classifier `clf` scores with `head` (None: the words alone) inside the block, with its own after it."""
+    kept, clf.head = clf.head, head
+    try:
+        yield
+    finally:
+        clf.head = kept

@@ -1,0 +1,128 @@
+"""--head linear: the slot state each backbone exposes, the head's arithmetic, and training with it end to end."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ptcli import artifact
+from ptcli.classifier import Classifier
+from ptcli.export import ExportArgs, export
+from ptcli.head import LabelHead, attached
+from ptcli.loading import load_backbone
+from ptcli.predict import PredictArgs, predict
+from ptcli.template import Template
+from ptcli.train import TrainArgs, train
+from ptcli.verbalizer import Verbalizer
+
+CASES = {  # backbone: template, one-token words, texts of different lengths (so rows are padded)
+    "gpt2": ("[P] <text> It was [MASK]", {"a": "great", "b": "bad"}),
+    "qwen2": ("[P] It was [P][MASK]<text>", {"a": "great", "b": "bad"}),  # read text first: the slot ends it
+    "roberta": ("[P] <text> It was [MASK].", {"a": "great", "b": "bad"}),
+}
+TEXTS = ["the movie was great", "a boring film and bad plot really bad", "fun"]
+
+
+def build(models, name):
+    source, words = CASES[name]
+    bb = load_backbone(str(models[name]), device="cpu", precision="fp32")
+    verbalizer = Verbalizer(labels=list(words), words=[[w] for w in words.values()])
+    clf = Classifier.build(bb, Template.parse(source), verbalizer, max_length=64, warn_template=False,
+                           text_first=True)
+    return bb, clf
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_state_is_what_the_lm_head_reads_the_slot_from(models, name):
+    bb, clf = build(models, name)
+    assert all(len(w) == 1 for w in clf.word_ids)  # one-token words: the score is one vocabulary row's log-prob
+    prompts = torch.randn(clf.template.n_prompts, bb.hidden_size)
+    with torch.no_grad():
+        scores, states = bb.score_and_state(clf.encode(TEXTS), prompts, clf.word_ids)
+        assert states.shape == (len(TEXTS), bb.hidden_size) and states.dtype == torch.float32
+        logp = torch.log_softmax(bb._head(states).float(), dim=-1)
+    words = [w[0] for w in clf.word_ids]
+    assert torch.allclose(logp[:, words], scores, atol=1e-4)
+    assert torch.equal(bb.score(clf.encode(TEXTS), prompts, clf.word_ids), scores)
+
+
+def test_the_head_reads_the_rms_normalised_state():
+    head = LabelHead(2, 3)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, -1.0]]))
+        head.bias.copy_(torch.tensor([0.5, 0.0]))
+    state = torch.tensor([[3.0, 0.0, 4.0]])  # RMS = sqrt(25 / 3)
+    x = state / (25 / 3) ** 0.5
+    expected = torch.tensor([[x[0, 0] + 0.5, 2 * x[0, 1] - x[0, 2]]])
+    assert torch.allclose(head(state), expected, atol=1e-5)
+    assert torch.allclose(head(100 * state), expected, atol=1e-5)  # the state's scale does not matter
+
+
+def test_an_untrained_head_scores_as_the_words_do(models):
+    bb, clf = build(models, "gpt2")
+    rows, prompts = clf.encode(TEXTS), torch.randn(clf.template.n_prompts, bb.hidden_size)
+    with torch.no_grad():
+        words_only = clf.logits(rows, prompts)
+        with attached(clf, LabelHead(len(clf.labels), bb.hidden_size)):
+            assert torch.equal(clf.logits(rows, prompts), words_only)
+        trained = LabelHead(len(clf.labels), bb.hidden_size)
+        trained.bias.fill_(1.0)
+        trained.bias[0] = 3.0
+        with attached(clf, trained):
+            assert torch.allclose(clf.logits(rows, prompts) - words_only, torch.tensor([3.0, 1.0]).expand(3, 2))
+    assert clf.head is None  # attached restores the classifier's own
+
+
+def test_train_with_a_linear_head_end_to_end(models, review_files, tmp_path):
+    base = dict(data=review_files["train"], template=review_files["template"], model=str(models["bert"]),
+                verbalizer=review_files["verbalizer"], device="cpu", precision="fp32", epochs=3, seed=0, lr=0.01,
+                dev=review_files["train"])  # the training rows as dev: what the head fits, the loss must show
+    words = train(TrainArgs(**base, output=tmp_path / "words"))
+    result = train(TrainArgs(**base, output=tmp_path / "linear", head="linear"))
+    assert result.dev_untrained == words.dev_untrained  # the head starts at zero: untrained, the words decide
+    assert result.best_epoch > 0 and result.dev["loss"] < result.dev_untrained["loss"]
+    art = artifact.load(result.artifact)
+    assert art.meta.head == "linear" and art.head["head_weight"].shape == (2, 32)
+    assert float(art.head["head_weight"].abs().sum()) > 0  # trained, not the zero start
+    assert artifact.load(words.artifact).head is None
+
+    # predict reads the head: its probabilities are the words' scores plus the head's, by hand
+    out = predict(PredictArgs(artifact=result.artifact, input=review_files["test"], output=tmp_path / "p.csv",
+                              device="cpu", precision="fp32"))
+    assert out.rows == 200
+    bb = load_backbone(str(models["bert"]), device="cpu", precision="fp32")
+    clf, prompts = Classifier.for_artifact(art, bb)
+    assert clf.head is not None
+    import pandas as pd
+
+    texts = pd.read_csv(review_files["test"])["text"].tolist()
+    rows = clf.encode(texts)
+    with torch.no_grad():
+        scores, states = bb.score_and_state(rows, prompts, clf.word_ids)
+        head = LabelHead.from_tensors(art.head)
+        by_hand = torch.softmax(scores + head(states), dim=-1).numpy()
+    written = pd.read_csv(tmp_path / "p.csv")
+    assert abs(written[[f"prob_{label}" for label in clf.labels]].to_numpy() - by_hand).max() < 1e-4
+
+    # --resume continues the artifact's head even without --head linear
+    again = train(TrainArgs(**{**base, "lr": 1e-12, "epochs": 1}, output=tmp_path / "resumed", resume=result.artifact))
+    kept = artifact.load(again.artifact)
+    assert kept.meta.head == "linear"
+    assert torch.allclose(kept.head["head_weight"], art.head["head_weight"], atol=1e-6)
+
+    # export keeps it: safetensors beside the prompts, json as lists
+    export(ExportArgs(artifact=result.artifact, output=tmp_path / "x.safetensors"))
+    tensors = load_file(str(tmp_path / "x.safetensors"))
+    assert torch.equal(tensors["head_weight"], art.head["head_weight"])
+    export(ExportArgs(artifact=result.artifact, output=tmp_path / "x.json"))
+    data = json.loads((tmp_path / "x.json").read_text())
+    assert data["head"] == "linear" and len(data["head_bias"]) == 2
+
+
+def test_an_unknown_head_is_a_usage_error(models, review_files, tmp_path):
+    from ptcli.errors import UsageError
+
+    with pytest.raises(UsageError, match="--head 'mlp'"):
+        train(TrainArgs(data=review_files["train"], template=review_files["template"], model=str(models["bert"]),
+                        output=tmp_path / "a", head="mlp"))
