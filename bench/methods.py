@@ -163,7 +163,8 @@ def ptcli_ptuning(task: Task, train: pd.DataFrame, seed: int, epochs: int, lever
             "train_wall_seconds": wall, "predict_seconds": seconds, "n_train": result.n_train, "n_dev": result.n_dev,
             "best_epoch": result.best_epoch, "epochs_run": len(result.history), "dev_accuracy": result.dev["accuracy"],
             "lr": args.lr, "batch_size": args.batch_size, "encoder": args.encoder, "patience": args.patience,
-            "prompt_init": args.prompt_init, "select": args.select, "n_prompts": art.prompts.shape[0],
+            "prompt_init": args.prompt_init, "select": args.select, "head": args.head,
+            "n_prompts": art.prompts.shape[0],
             "history": result.history,
             "overrides": {k: str(v) if isinstance(v, Path) else v for k, v in changed.items()}}
 
