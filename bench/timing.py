@@ -57,7 +57,7 @@ SPEED_SECONDS = 300.0  # the small speed section (SmolLM2 throughput and step, R
 LEVER_COST = {"default": 1.0, "calibrate=contextual": 1.05, "calibrate=bias": 1.05, "select=kfold": 5.0,
               "demos=K": 2.0, "chat=True": 1.3, "auto label words": 2.5, "mission template": 4.4,
               "mission template + contextual": 4.5, "mission text first": 1.1, "mission text first + contextual": 1.2,
-              "mission text first + bias": 1.2, "ensemble": 0.0,
+              "mission text first + bias": 1.2, "mission text first + head": 1.1, "ensemble": 0.0,
               "lr=1e-3": 1.0, "lr=1e-2": 1.0, "prompt_init=random": 1.0, "select=dev-acc": 1.0, "epochs x2": 2.0,
               "head=linear": 1.0, "head=linear, epochs x2": 2.0}
 # bf16 autocast on a CPU with native bf16 (avx512_bf16 / AMX): issue 9 figures, ~2.5x scoring, 2.7 -> 1.1 s training.
