@@ -272,36 +272,31 @@ def test_seeds_and_epochs_override_the_grid_but_keep_its_test_rows() -> None:
     assert bench_run.main(["--plan", "--epochs", "-1"]) == 2
 
 
-def test_auto_label_words_lever_is_train_auto_words_without_the_grids_verbalizer(review_files, tmp_path) -> None:
+def lever_args(review_files, tmp_path, lever: str):
+    """(the grid's TrainArgs, the lever's overrides, the TrainArgs ptcli_ptuning then trains with) on the tiny task."""
     from types import SimpleNamespace
 
     import ablation
     import methods
     import pandas as pd
 
-    from ptcli.train import _check_args
-
     task = SimpleNamespace(template_path=review_files["template"], verbalizer_path=review_files["verbalizer"],
                            gguf=tmp_path / "model.gguf")
     train = pd.read_csv(review_files["train"], dtype=str, keep_default_na=False)
     base = methods.train_args(task, tmp_path, train, 1, 3)
-    changed = ablation.overrides_for(ablation.BY_NAME["auto label words"], base, train, None)
-    args = methods.train_args(task, tmp_path, train, 1, **{"epochs": 3, **changed})
+    changed = ablation.overrides_for(ablation.BY_NAME[lever], base, train, None)
+    # ptcli_ptuning's call: the grid's epochs unless the lever sets its own
+    return base, changed, methods.train_args(task, tmp_path, train, 1, **{"epochs": 3, **changed})
+
+
+def test_auto_label_words_lever_is_train_auto_words_without_the_grids_verbalizer(review_files, tmp_path) -> None:
+    from ptcli.train import _check_args
+
+    base, _, args = lever_args(review_files, tmp_path, "auto label words")
     assert base.verbalizer is not None and args.verbalizer is None and args.auto_words
     _check_args(args)  # train refuses --auto-words beside --verbalizer: the lever must drop the grid's words
 
 
 def test_a_lever_that_sets_epochs_overrides_the_grids(review_files, tmp_path) -> None:
-    from types import SimpleNamespace
-
-    import ablation
-    import methods
-    import pandas as pd
-
-    task = SimpleNamespace(template_path=review_files["template"], verbalizer_path=review_files["verbalizer"],
-                           gguf=tmp_path / "model.gguf")
-    train = pd.read_csv(review_files["train"], dtype=str, keep_default_na=False)
-    base = methods.train_args(task, tmp_path, train, 1, 3)
-    changed = ablation.overrides_for(ablation.BY_NAME["epochs x2"], base, train, None)
-    # ptcli_ptuning's call: the grid's epochs unless the lever sets its own
-    assert methods.train_args(task, tmp_path, train, 1, **{"epochs": 3, **changed}).epochs == 6
+    base, changed, args = lever_args(review_files, tmp_path, "epochs x2")
+    assert base.epochs == 3 and changed == {"epochs": 6} and args.epochs == 6
