@@ -6,8 +6,10 @@ encoded or scored.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,6 +87,21 @@ class Classifier:
             scores, states = self.backbone.score_and_state(rows, prompts, self.word_ids)
             out = label_scores(scores, self.owner, len(self.labels)) + self.head(states)
         return out if self.label_bias is None else out + self.label_bias.to(out.device, out.dtype)
+
+    @contextlib.contextmanager
+    def using(self, **parts: Any) -> Iterator[None]:
+        """Score with these `label_bias` and/or `head` (None: without) inside the block, with its own after it."""
+        unknown = set(parts) - {"label_bias", "head"}
+        if unknown:
+            raise TypeError(f"Classifier.using: unknown part(s) {sorted(unknown)}")
+        kept = {name: getattr(self, name) for name in parts}
+        for name, value in parts.items():
+            setattr(self, name, value)
+        try:
+            yield
+        finally:
+            for name, value in kept.items():
+                setattr(self, name, value)
 
     def predict_proba(self, rows: list[Encoded], prompts: torch.Tensor | None, batch_size: int,
                       on_batch: Callable[[int], None] | None = None) -> np.ndarray:

@@ -12,10 +12,6 @@ hidden states differ in scale by orders of magnitude, and a unit-scale input let
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -58,13 +54,3 @@ class LabelHead(nn.Module):
             head.weight.copy_(weight.float())
             head.bias.copy_(bias.float())
         return head
-
-
-@contextlib.contextmanager
-def attached(clf: Any, head: LabelHead | None) -> Iterator[None]:
-    """The Classifier `clf` scores with `head` (None: the words alone) inside the block, with its own after it."""
-    kept, clf.head = clf.head, head
-    try:
-        yield
-    finally:
-        clf.head = kept

@@ -11,8 +11,6 @@ bias        a bias vector trained with the prompts by the same loss and optimize
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,16 +37,6 @@ def content_free_bias(clf: Classifier, prompts: torch.Tensor | None) -> torch.Te
     measuring it)."""
     texts = list(CONTENT_FREE)
     rows = clf.encode(texts, texts if clf.template.has_text_b else None)
-    with biased(clf, None):
+    with clf.using(label_bias=None):
         p_cf = clf.predict_proba(rows, prompts, len(rows))
     return torch.tensor(contextual_bias(p_cf), dtype=torch.float32, device=clf.backbone.device)
-
-
-@contextmanager
-def biased(clf: Classifier, bias: torch.Tensor | None) -> Iterator[None]:
-    """`clf` scores with `bias` (None: none) inside the block, and with its own bias again after it."""
-    kept, clf.label_bias = clf.label_bias, bias
-    try:
-        yield
-    finally:
-        clf.label_bias = kept

@@ -24,9 +24,9 @@ from ptcli.console import log, progress, warn
 from ptcli.data import read_labeled
 from ptcli.encoder import ENCODERS, PROMPT_INITS, EncoderConfig, PromptEncoder
 from ptcli.errors import PtcliError, UsageError
-from ptcli.head import AUTO_LINEAR_LABELS, LabelHead, attached, resolve
+from ptcli.head import AUTO_LINEAR_LABELS, LabelHead, resolve
 from ptcli.head import CHOICES as HEAD_CHOICES
-from ptcli.label_bias import CALIBRATIONS, biased, content_free_bias
+from ptcli.label_bias import CALIBRATIONS, content_free_bias
 from ptcli.loading import load_backbone
 from ptcli.loop import LoopConfig, LoopResult, fit
 from ptcli.prompt_init import sample_token_rows, token_scale
@@ -407,7 +407,7 @@ def _fit_prompts(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows:
         return None if trained_bias is None else trained_bias.detach().clone()
 
     def evaluate() -> dict[str, Any]:
-        with torch.no_grad(), biased(clf, current_bias()):
+        with torch.no_grad(), clf.using(label_bias=current_bias()):
             pred, gold = _score(clf, dev_rows, y_dev, encoder(), args.batch_size)
         if scores is not None:
             scores.append((pred, gold))
@@ -422,7 +422,7 @@ def _fit_prompts(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows:
         encoder.train(on)
         backbone.train(on and args.tune_backbone)
 
-    with biased(clf, trained_bias), attached(clf, head):
+    with clf.using(label_bias=trained_bias, head=head):
         return fit(len(rows), step, evaluate if dev_rows else None, keep, optimizer, schedule,
                    train_mode=train_mode, **callbacks)
 

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from ptcli import artifact
 from ptcli.classifier import Classifier
 from ptcli.export import ExportArgs, export
-from ptcli.head import LabelHead, attached
+from ptcli.head import LabelHead
 from ptcli.loading import load_backbone
 from ptcli.predict import PredictArgs, predict
 from ptcli.template import Template
@@ -64,14 +64,20 @@ def test_an_untrained_head_scores_as_the_words_do(models):
     rows, prompts = clf.encode(TEXTS), torch.randn(clf.template.n_prompts, bb.hidden_size)
     with torch.no_grad():
         words_only = clf.logits(rows, prompts)
-        with attached(clf, LabelHead(len(clf.labels), bb.hidden_size)):
+        with clf.using(head=LabelHead(len(clf.labels), bb.hidden_size)):
             assert torch.equal(clf.logits(rows, prompts), words_only)
         trained = LabelHead(len(clf.labels), bb.hidden_size)
         trained.bias.fill_(1.0)
         trained.bias[0] = 3.0
-        with attached(clf, trained):
+        with clf.using(head=trained):
             assert torch.allclose(clf.logits(rows, prompts) - words_only, torch.tensor([3.0, 1.0]).expand(3, 2))
-    assert clf.head is None  # attached restores the classifier's own
+    assert clf.head is None  # using restores the classifier's own
+    clf.label_bias = torch.tensor([0.5, 0.0])
+    with clf.using(label_bias=None):
+        assert clf.label_bias is None
+    assert torch.equal(clf.label_bias, torch.tensor([0.5, 0.0]))
+    with pytest.raises(TypeError, match="bais"), clf.using(bais=None):
+        pass
 
 
 def test_train_with_a_linear_head_end_to_end(models, review_files, tmp_path):
