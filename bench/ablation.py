@@ -90,6 +90,8 @@ LEVERS: list[Lever] = [
     Lever("select=dev-acc", "keep the epoch with the best dev accuracy (default: lowest dev loss)",
           _set(select="dev-acc")),
     Lever("select=kfold", "k-fold model selection instead of one dev split", _set(select="kfold")),
+    # The probe fits on all K rows; ptcli trained its kept prompts on three quarters of them (2026-11-30).
+    Lever("refit", "after dev-loss chose the epoch, train again on training + dev rows (--refit)", _set(refit=True)),
     # The demo's curve (2026-11-30): at lr 3e-3 the first epoch took dev loss from 0.23 (untrained) to 0.92, and
     # the untrained prompts were kept in 4 of 6 bench seeds; a third of the rate is the obvious first try.
     Lever("lr=1e-3", "a third of the default learning rate (3e-3)", _set(lr=1e-3)),
@@ -105,6 +107,11 @@ LEVERS: list[Lever] = [
     # The default, auto, is linear from 3 labels on: on THUCNews this lever measures the words alone.
     Lever("head=words", "the label words alone (--head words; the default, auto, adds a linear head from 3 labels)",
           _set(head="words")),
+    # The head starts at zero and moves at the prompts' rate; a logistic regression on the same state needs far
+    # larger weights than a few dozen steps at 3e-3 reach (2026-11-30 notes).
+    Lever("head_lr=3e-2", "the linear head at ten times the prompts' learning rate (--head-lr 3e-2)",
+          _set(head_lr=3e-2)),
+    Lever("refit, head_lr=3e-2", "--refit with the linear head at --head-lr 3e-2", _set(refit=True, head_lr=3e-2)),
     Lever("head=linear, epochs x2", "--head linear with twice the grid's epochs",
           lambda a, _t, _b: {"head": "linear", "epochs": 2 * a.epochs}),
     Lever("demos=K", "LM-BFF: the K rows per class as demonstrations, plus trained prompts", _demos),

@@ -159,8 +159,10 @@ def ptcli_ptuning(task: Task, train: pd.DataFrame, seed: int, epochs: int, lever
         art = artifact.load(result.artifact)
         clf, prompts = Classifier.for_artifact(art, task.backbone)
     probs, seconds = _score(clf, task, prompts)
-    return {"probs": probs, "train_seconds": float(sum(h["seconds"] for h in result.history)),
-            "train_wall_seconds": wall, "predict_seconds": seconds, "n_train": result.n_train, "n_dev": result.n_dev,
+    # the epochs' seconds, kfold's folds and the final run on every row (kfold, --refit) included
+    train_seconds = float(sum(h["seconds"] for h in result.history)) + result.final_seconds
+    return {"probs": probs, "train_seconds": train_seconds, "train_wall_seconds": wall, "predict_seconds": seconds,
+            "n_train": result.n_train, "n_dev": result.n_dev,
             "best_epoch": result.best_epoch, "epochs_run": len(result.history), "dev_accuracy": result.dev["accuracy"],
             "lr": args.lr, "batch_size": args.batch_size, "encoder": args.encoder, "patience": args.patience,
             "prompt_init": args.prompt_init, "select": args.select, "head": args.head,

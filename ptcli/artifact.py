@@ -102,6 +102,7 @@ class TrainingRecord:
     select: str = "dev-acc"  # how best_epoch was chosen: dev-acc | dev-loss | kfold (then it is the epoch count)
     folds: int = 0  # with kfold: the number of cross-validation folds (= rows for leave-one-out); else 0
     calibrate: str = "none"  # none | contextual | bias: where Meta.label_bias came from
+    refit: bool = False  # --refit: after the dev rows chose best_epoch, trained again on n_train (training + dev) rows
 
 
 @dataclass

@@ -57,7 +57,10 @@ def model_card(meta: Meta, path: str = "ARTIFACT", curve: bool = False) -> str:
         label_rows=rows, n_train=training.n_train, n_dev=training.n_dev,
         dev_source=(f"dev metrics out-of-fold: {training.folds}-fold cross-validation on the training rows"
                     if training.select == "kfold" else
-                    args.get("dev") or f"{args.get('dev_fraction', 0):.0%} of each class held out"),
+                    (args.get("dev") or f"{args.get('dev_fraction', 0):.0%} of each class held out")
+                    + ("; after they chose the best epoch the prompts were trained again on the training and dev "
+                       "rows together (--refit), so the dev figures below are the first run's" if training.refit
+                       else "")),
         dev_acc=f"{meta.dev_metrics.accuracy:.4f}", dev_f1=f"{meta.dev_metrics.macro_f1:.4f}",
         dev_acc0=f"{meta.dev_metrics_untrained.accuracy:.4f}", best_epoch=training.best_epoch,
         epochs=args.get("epochs", "?"), seed=training.seed, lr=args.get("lr", "?"),

@@ -209,6 +209,9 @@ def train(
     select: Annotated[str, typer.Option(
         help="which epoch to keep: dev-loss (lowest dev loss), dev-acc (best dev accuracy), kfold (cross-validate "
         "the epoch count on DATA, then train on all of it; no dev set)")] = "dev-loss",
+    refit: Annotated[bool, typer.Option(
+        help="after dev-loss/dev-acc chose the epoch, train again on the training and dev rows together for that "
+        "many epochs (one more run; kfold always does)")] = False,
     demos: Annotated[str, typer.Option(metavar="N|all", help="training rows per label shown, with their label "
                                        "word, before every row (in-context demonstrations; kept in the artifact)")
                      ] = "0",
@@ -225,6 +228,7 @@ def train(
         help="words (the verbalizer alone), linear (plus a per-label linear read-out of the slot's hidden state, "
         "trained from zero at --lr beside the prompts; kept in the artifact) or auto (linear from 3 labels on)")
                     ] = "auto",
+    head_lr: Annotated[float | None, typer.Option(help="learning rate of the linear head (default: --lr)")] = None,
     json_: Json = False,
 ) -> None:
     """Train P-tuning prompts on labeled rows; writes an artifact directory."""
@@ -243,9 +247,9 @@ def train(
                          label_col=label_col, encoder=encoder, epochs=epochs, batch_size=batch_size, lr=lr,
                          patience=patience, dev_fraction=dev_fraction, seed=seed, device=device, precision=precision,
                          max_length=max_length, tune_backbone=tune_backbone, backbone_lr=backbone_lr, resume=resume,
-                         prompt_init=prompt_init, calibrate=calibrate, bias_lr=bias_lr, select=select,
+                         prompt_init=prompt_init, calibrate=calibrate, bias_lr=bias_lr, select=select, refit=refit,
                          demos=parse_count(demos), chat=chat, text_first=text_first, auto_words=auto_words,
-                         head=head)
+                         head=head, head_lr=head_lr)
         args.template, args.verbalizer = resolve(template, verbalizer)  # shipped templates by name
         if auto_words and verbalizer is None:
             args.verbalizer = None  # searched, not the shipped template's words

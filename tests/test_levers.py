@@ -160,6 +160,7 @@ def test_kfold_cross_validates_then_trains_on_every_row(models, review_files, tm
     n, dev, c = final
     assert n == 32 and not dev and c.epochs == 1 and c.schedule_epochs == 2  # all rows, stopped on the CV schedule
     assert result.best_epoch == 1 and result.folds == 4 and result.n_train == 32 and result.n_dev == 0
+    assert result.final_seconds > 0
     assert result.dev["n"] == 32 and result.dev_untrained["n"] == 32  # out-of-fold: every row scored once
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert result.dev["accuracy"] == result.history[0]["dev_accuracy"]
@@ -174,10 +175,50 @@ def test_kfold_chooses_by_the_pooled_reports(models, review_files, tmp_path):
     assert result.best_epoch == selection.best_epoch(reports)
 
 
+def _spy_fit(monkeypatch, first_best=None):
+    """Record each fit call's (rows, evaluates, config, kept prompts); `first_best` forces the first run's best
+    epoch."""
+    calls = []
+    real_fit = train_module.fit
+
+    def spy(n_rows, step, evaluate, keep, optimizer, config, **kw):
+        result = real_fit(n_rows, step, evaluate, keep, optimizer, config, **kw)
+        if first_best is not None and not calls:
+            result.best_epoch = first_best
+        calls.append((n_rows, evaluate is not None, config, result.best[0]))
+        return result
+
+    monkeypatch.setattr(train_module, "fit", spy)
+    return calls
+
+
+def test_refit_trains_again_on_training_and_dev_rows(models, review_files, tmp_path, monkeypatch):
+    calls = _spy_fit(monkeypatch, first_best=1)
+    result = train(args(review_files, models["bert"], tmp_path, epochs=2, patience=5, lr=0.05, refit=True))
+    (n_sel, dev_sel, c_sel, selected), (n, dev, c, final) = calls
+    assert (n_sel, dev_sel, c_sel.epochs) == (24, True, 2)
+    assert n == 32 and not dev and c.epochs == 1 and c.schedule_epochs == 2 and c.select == "last"
+    # the artifact keeps the second run's prompts, which differ from the first run's
+    assert torch.equal(prompts_of(result), final) and not torch.allclose(final, selected)
+    assert result.refit and result.n_train == 32 and result.n_dev == 8 and result.best_epoch == 1
+    assert result.final_seconds > 0 and len(result.history) == 2  # the second run's time, apart from the epochs
+    meta = artifact.load(result.artifact).meta
+    assert meta.training.refit and meta.training.n_train == 32 and sum(meta.training.train_counts.values()) == 32
+    assert "--refit" in (result.artifact / "README.md").read_text(encoding="utf-8")
+
+
+def test_refit_skips_when_the_untrained_prompts_are_kept(models, review_files, tmp_path, monkeypatch):
+    calls = _spy_fit(monkeypatch, first_best=0)
+    result = train(args(review_files, models["bert"], tmp_path, epochs=1, refit=True))
+    assert len(calls) == 1 and not result.refit and result.n_train == 24 and result.final_seconds == 0
+    assert not artifact.load(result.artifact).meta.training.refit
+
+
 @pytest.mark.parametrize(("change", "option"), [
     ({"prompt_init": "glove"}, "--prompt-init 'glove'"), ({"calibrate": "platt"}, "--calibrate 'platt'"),
     ({"select": "dev-f1"}, "--select 'dev-f1'"), ({"select": "kfold", "dev": "dev.csv"}, "--select kfold"),
     ({"select": "kfold", "tune_backbone": True}, "--tune-backbone: --select kfold"),
+    ({"refit": True, "tune_backbone": True}, "--refit with --tune-backbone"),
 ])
 def test_bad_lever_values_are_usage_errors(models, review_files, tmp_path, change, option):
     with pytest.raises(UsageError, match=option):
