@@ -300,3 +300,28 @@ def test_auto_label_words_lever_is_train_auto_words_without_the_grids_verbalizer
 def test_a_lever_that_sets_epochs_overrides_the_grids(review_files, tmp_path) -> None:
     base, changed, args = lever_args(review_files, tmp_path, "epochs x2")
     assert base.epochs == 3 and changed == {"epochs": 6} and args.epochs == 6
+
+
+def test_pooled_lever_puts_the_sets_rows_together(tmp_path, capsys) -> None:
+    import json
+
+    import pooled
+
+    def run(dataset, lever, seed, pred, test_hash):
+        return {"dataset": dataset, "backbone": "b", "study": "ablation", "lever": lever, "seed": seed,
+                "test_hash": test_hash, "rows": stats.encode_rows(pred, [0.9] * len(pred))}
+
+    gold = [0, 1, 0, 1]
+    data = {"tests": {"h1": {"gold": stats.encode_labels(gold)}, "h2": {"gold": stats.encode_labels(gold[:2])}},
+            "runs": [run("a", "default", 1, [0, 1, 0, 0], "h1"), run("a", "x", 1, [0, 1, 0, 1], "h1"),
+                     run("a", "default", 2, [0, 1, 0, 0], "h1"), run("a", "x", 2, [0, 1, 1, 0], "h1"),
+                     run("a", "x", 3, [1, 0, 1, 0], "h1"),  # no default of seed 3: not paired, not counted
+                     run("c", "default", 1, [0, 1], "h2"), run("c", "x", 1, [1, 1], "h2")]}
+    diffs = pooled.differences(data, "x")
+    # a: seed 1 +1 row (the last), seed 2 −1 row (the third): per row, seeds averaged
+    assert np.allclose(diffs["a/b"], [0, 0, -0.5, 0.5]) and np.allclose(diffs["c/b"], [-1, 0])
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(data))
+    assert pooled.main(["x", str(f)]) == 0
+    assert "pooled x: -16.7" in capsys.readouterr().out  # (0 + 0 − .5 + .5 − 1 + 0) / 6 rows
+    assert pooled.main(["nothing", str(f)]) == 1
