@@ -103,6 +103,19 @@ class Classifier:
             for name, value in kept.items():
                 setattr(self, name, value)
 
+    def words_and_states(self, rows: list[Encoded], prompts: torch.Tensor | None, batch_size: int
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[N, labels] the label words' scores (no head, no bias) and [N, H] the slot states, without gradients, in
+        float32 on the backbone's device: what --head-init fit fits the head on."""
+        scores, states = [], []
+        self.backbone.train(False)
+        with torch.no_grad():
+            for start in range(0, len(rows), batch_size):
+                s, h = self.backbone.score_and_state(rows[start : start + batch_size], prompts, self.word_ids)
+                scores.append(label_scores(s, self.owner, len(self.labels)).float())
+                states.append(h.float())
+        return torch.cat(scores), torch.cat(states)
+
     def predict_proba(self, rows: list[Encoded], prompts: torch.Tensor | None, batch_size: int,
                       on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """[N, n_labels] probabilities. Rows are batched longest-first, cut where padding would cost more than

@@ -229,6 +229,9 @@ def train(
         "trained from zero at --lr beside the prompts; kept in the artifact) or auto (linear from 3 labels on)")
                     ] = "auto",
     head_lr: Annotated[float | None, typer.Option(help="learning rate of the linear head (default: --lr)")] = None,
+    head_init: Annotated[str, typer.Option(
+        help="where the linear head starts: fit (the logistic regression of the training rows on their slot "
+        "states, solved before the prompts train) or zero (the untrained classifier is the label words')")] = "fit",
     json_: Json = False,
 ) -> None:
     """Train P-tuning prompts on labeled rows; writes an artifact directory."""
@@ -249,7 +252,7 @@ def train(
                          max_length=max_length, tune_backbone=tune_backbone, backbone_lr=backbone_lr, resume=resume,
                          prompt_init=prompt_init, calibrate=calibrate, bias_lr=bias_lr, select=select, refit=refit,
                          demos=parse_count(demos), chat=chat, text_first=text_first, auto_words=auto_words,
-                         head=head, head_lr=head_lr)
+                         head=head, head_lr=head_lr, head_init=head_init)
         args.template, args.verbalizer = resolve(template, verbalizer)  # shipped templates by name
         if auto_words and verbalizer is None:
             args.verbalizer = None  # searched, not the shipped template's words

@@ -5,9 +5,16 @@ window: on THUCNews/Qwen (10 topics, K=16) a logistic regression on the hidden s
 the manual template, scored 68.6% from 120 rows, where ptcli's words trained to 51-58% in 2-4 epochs (2026-11-30;
 zero-shot 49%). The head gives training that whole state to read.
 
-It starts at zero, so the untrained classifier scores exactly as the verbalizer does (untrained prompts do no harm)
-and training moves away from the words only as far as the rows ask. The state is RMS-normalised first: backbones'
+With `--head-init zero` it starts at zero, so the untrained classifier scores exactly as the verbalizer does and
+training moves away from the words only as far as the rows ask. The state is RMS-normalised first: backbones'
 hidden states differ in scale by orders of magnitude, and a unit-scale input lets one learning rate suit them all.
+
+`--head-init fit` starts it instead where a linear probe would end (linear probing, then tuning: LP-FT): the
+L2-regularised logistic regression of the training rows' labels on their slot states under the untrained prompts,
+the words' scores a fixed offset, solved before the first step. The untrained classifier is then words + probe.
+The default, fit: on THUCNews/Qwen (K=16, 3 seeds, 2026-11-30) it scored 69.4 against zero's 64.2, +5.3 [+0.3,
++10.6]; the untrained dev accuracy rose from 0.28-0.60 to 0.58-0.73, and in two seeds of three no epoch of
+training then beat it on the dev rows.
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ CHOICES = ("auto", *HEADS)  # what --head takes; auto resolves to one of HEADS b
 AUTO_LINEAR_LABELS = 3
 WEIGHT, BIAS = "head_weight", "head_bias"  # their names in prompts.safetensors
 EPS = 1e-6
+INITS = ("fit", "zero")  # --head-init
+FIT_L2 = 1e-2  # --head-init fit: the L2 weight on the mean cross-entropy (see fit)
+FIT_STEPS = 200  # L-BFGS iterations at most; a few dozen rows converge in far fewer
 
 
 def resolve(choice: str, n_labels: int) -> str:
@@ -42,6 +52,29 @@ class LabelHead(nn.Module):
         x = states.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + EPS)
         return x @ self.weight.T + self.bias
+
+    def fit(self, offset: torch.Tensor, states: torch.Tensor, y: torch.Tensor, l2: float = FIT_L2) -> float:
+        """Set weight and bias to the minimiser of mean cross-entropy(offset + self(states), y) + l2/2 · |weight|²
+        (full-batch L-BFGS from zero; the bias is not penalised). offset [N, labels]: the words' scores, held fixed.
+        Returns the final objective."""
+        offset, states = offset.detach().float(), states.detach().float()
+        with torch.no_grad():
+            self.weight.zero_()
+            self.bias.zero_()
+        optimizer = torch.optim.LBFGS(self.parameters(), max_iter=FIT_STEPS, line_search_fn="strong_wolfe",
+                                      tolerance_grad=1e-6, tolerance_change=1e-9)
+
+        def objective() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(offset + self(states), y) + 0.5 * l2 * self.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            optimizer.step(objective)
+            final = objective().item()
+        optimizer.zero_grad(set_to_none=True)
+        return final
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {WEIGHT: self.weight.detach().float().cpu().clone(), BIAS: self.bias.detach().float().cpu().clone()}

@@ -98,7 +98,8 @@ def _training(report: dict[str, Any]) -> Table:
                                                                           strict=True))
         table.add_row("label bias", f"{bias} (--calibrate {t['calibrate']})")
     if report.get("head") == "linear":
-        table.add_row("head", "linear: a read-out of the slot's hidden state added to the label words' scores")
+        start = " (started at the training rows' probe, --head-init fit)" if t["args"].get("head_init") == "fit" else ""
+        table.add_row("head", "linear: a read-out of the slot's hidden state added to the label words' scores" + start)
     args = {k: v for k, v in t["args"].items() if v is not None and v is not False}
     table.add_row("arguments", " ".join(f"{k}={v}" for k, v in args.items()))
     return table

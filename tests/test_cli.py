@@ -278,18 +278,21 @@ def test_python_dash_m():
 
 
 def test_train_head_linear_through_the_cli_and_inspect_shows_it(base, tmp_path):
-    result = invoke(*base, "--head", "linear", "--head-lr", "0.02", "--select", "kfold", "--json")
+    result = invoke(*base, "--head", "linear", "--head-lr", "0.02", "--head-init", "fit", "--select", "kfold", "--json")
     assert result.exit_code == 0, result.output + result.stderr
     assert json.loads(result.stdout)["head"] == "linear"
     out = tmp_path / "out"
-    assert json.loads((out / "ptcli.json").read_text())["training"]["args"]["head_lr"] == 0.02
+    recorded = json.loads((out / "ptcli.json").read_text())["training"]["args"]
+    assert (recorded["head_lr"], recorded["head_init"]) == (0.02, "fit")
     with safe_open(str(out / "prompts.safetensors"), "pt") as f:
         assert {"prompt_embeddings", "head_weight", "head_bias"} <= set(f.keys())
     assert "linear read-out" in (out / "README.md").read_text()
     shown = invoke("inspect", out, "--json")
     assert shown.exit_code == 0, shown.stderr
     assert json.loads(shown.stdout)["head"] == "linear"
+    assert "--head-init fit" in invoke("inspect", out).stdout
     assert_clean_error(invoke(*base, "--head", "soft"), 2, "--head 'soft'", "words, linear")
+    assert_clean_error(invoke(*base, "--head-init", "probe"), 2, "--head-init 'probe'", "fit, zero")
 
 
 def test_train_refit_through_the_cli_and_inspect_shows_it(base, tmp_path):

@@ -86,7 +86,7 @@ def test_train_with_a_linear_head_end_to_end(models, review_files, tmp_path):
                 verbalizer=review_files["verbalizer"], device="cpu", precision="fp32", epochs=3, seed=0, lr=0.01,
                 dev=review_files["train"])  # the training rows as dev: what the head fits, the loss must show
     words = train(TrainArgs(**base, output=tmp_path / "words", head="words"))
-    result = train(TrainArgs(**base, output=tmp_path / "linear", head="linear"))
+    result = train(TrainArgs(**base, output=tmp_path / "linear", head="linear", head_init="zero"))
     assert result.dev_untrained == words.dev_untrained  # the head starts at zero: untrained, the words decide
     assert result.best_epoch > 0 and result.dev["loss"] < result.dev_untrained["loss"]
     art = artifact.load(result.artifact)
@@ -139,7 +139,7 @@ def test_head_lr_sets_the_heads_rate_alone(models, review_files, tmp_path, monke
     monkeypatch.setattr(torch.optim, "AdamW", spy)
     base = dict(data=review_files["train"], template=review_files["template"], model=str(models["bert"]),
                 verbalizer=review_files["verbalizer"], device="cpu", precision="fp32", epochs=3, seed=0, lr=0.01,
-                head="linear", dev=review_files["train"])  # as the end-to-end test: the loss falls, an epoch is kept
+                head="linear", head_init="zero", dev=review_files["train"])  # as the end-to-end test: an epoch is kept
     heads = {hl: artifact.load(train(TrainArgs(**base, output=tmp_path / str(hl), head_lr=hl)).artifact)
              for hl in (None, 1e-12)}
     n_head = len(list(LabelHead(2, 32).parameters()))
@@ -150,6 +150,44 @@ def test_head_lr_sets_the_heads_rate_alone(models, review_files, tmp_path, monke
     assert heads[1e-12].meta.training.args["head_lr"] == 1e-12
     with pytest.raises(UsageError, match="--head-lr"):
         train(TrainArgs(**base, output=tmp_path / "bad", head_lr=float("nan")))
+
+
+def test_fit_is_the_regularised_logistic_regression_with_the_words_as_offset():
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(40, 8, generator=g) * 5  # any scale: the head normalises it
+    offset = torch.randn(40, 3, generator=g)
+    y = (states[:, 0] > 0).long() + (states[:, 1] > 1).long()
+    head = LabelHead(3, 8)
+
+    def objective(h: LabelHead, l2: float) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(offset + h(states), y) + 0.5 * l2 * h.weight.pow(2).sum()
+
+    at_zero = objective(LabelHead(3, 8), 0.01).item()
+    final = head.fit(offset, states, y, l2=0.01)
+    assert abs(final - objective(head, 0.01).item()) < 1e-5 and final < at_zero
+    loss = objective(head, 0.01)
+    grads = torch.autograd.grad(loss, [head.weight, head.bias])
+    assert max(float(gr.abs().max()) for gr in grads) < 1e-3  # a stationary point of the convex objective: its minimum
+    weaker = LabelHead(3, 8)
+    weaker.fit(offset, states, y, l2=1.0)
+    assert weaker.weight.detach().norm() < head.weight.detach().norm()  # the L2 weight shrinks it
+    plain = LabelHead(3, 8)
+    plain.fit(torch.zeros_like(offset), states, y, l2=0.01)
+    assert not torch.allclose(plain.bias, head.bias, atol=1e-3)  # the offset is part of the fit
+
+
+def test_head_init_fit_starts_training_at_the_probe(models, review_files, tmp_path):
+    base = dict(data=review_files["train"], template=review_files["template"], model=str(models["bert"]),
+                verbalizer=review_files["verbalizer"], device="cpu", precision="fp32", epochs=1, seed=0, lr=1e-12,
+                head="linear", dev=review_files["train"])  # the training rows as dev: the fit must show in the loss
+    zero = train(TrainArgs(**base, output=tmp_path / "zero", head_init="zero"))
+    fitted = train(TrainArgs(**base, output=tmp_path / "fit"))  # the default
+    assert fitted.dev_untrained["loss"] < zero.dev_untrained["loss"] - 1e-3  # untrained: words + the probe
+    head = artifact.load(fitted.artifact).head
+    assert float(head["head_weight"].abs().max()) > 1e-3  # kept the fitted head (lr 1e-12: nothing else moved)
+    assert artifact.load(fitted.artifact).meta.training.args["head_init"] == "fit"
+    with pytest.raises(UsageError, match="--head-init 'probe'"):
+        train(TrainArgs(**base, output=tmp_path / "bad", head_init="probe"))
 
 
 def test_an_unknown_head_is_a_usage_error(models, review_files, tmp_path):
