@@ -18,24 +18,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import report
 import stats
-from report import correctness
 
 
 def differences(data: dict, lever: str) -> dict[str, np.ndarray]:
-    """{data set/backbone: lever − default per test row, seeds averaged} for one result file."""
-    runs: dict[tuple[str, str], dict[int, np.ndarray]] = {}
-    for r in data.get("runs", []):
-        if r.get("study") == "ablation" and r.get("lever") in ("default", lever):
-            ok = correctness(data, r)
-            if ok is not None:
-                runs.setdefault((f"{r['dataset']}/{r['backbone']}", r["lever"]), {})[r["seed"]] = ok
+    """{data set/backbone: lever − default per test row, seeds averaged} for one result file (K=… appended when a
+    file ablates several K)."""
     out = {}
-    for (where, name), seeds in runs.items():
-        base = runs.get((where, "default"), {})
-        common = sorted(set(seeds) & set(base))
-        if name == lever and common:
-            out[where] = np.mean([seeds[s] for s in common], axis=0) - np.mean([base[s] for s in common], axis=0)
+    for (dataset, backbone), by_k in report.groups(data, "ablation").items():
+        for k, levers in by_k.items():
+            if lever not in levers or "default" not in levers:
+                continue
+            paired = stats.paired_rows(report.by_seed(data, levers[lever]), report.by_seed(data, levers["default"]))
+            if paired is not None:
+                where = f"{dataset}/{backbone}" + (f" K={k}" if len(by_k) > 1 else "")
+                out[where] = paired[1] - paired[2]
     return out
 
 

@@ -115,9 +115,10 @@ def verdict(lo: float, hi: float, words: tuple[str, str, str] = ("wins", "loses"
     return words[2]
 
 
-def compare(a: dict[int | None, np.ndarray], b: dict[int | None, np.ndarray],
-            words: tuple[str, str, str] = ("wins", "loses", "tie (inside noise)")) -> Paired | None:
-    """A vs B from per-seed correctness vectors ({seed: bool[rows]}; a seedless method has the single key None).
+def paired_rows(a: dict[int | None, np.ndarray], b: dict[int | None, np.ndarray]
+                ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray] | None:
+    """The seeds' paired correctness vectors and each side's per-row correctness averaged over them, from
+    {seed: bool[rows]} (a seedless method has the single key None).
 
     Two seeded methods are paired on the seeds both ran; a seedless side is used on every seed of the other.
     None when there is nothing to pair (no common seed, or different row counts).
@@ -142,13 +143,21 @@ def compare(a: dict[int | None, np.ndarray], b: dict[int | None, np.ndarray],
     n = len(pairs[0][0])
     if any(len(x) != n or len(y) != n for x, y in pairs):
         return None
-    row_a = np.mean([x for x, _ in pairs], axis=0)
-    row_b = np.mean([y for _, y in pairs], axis=0)
+    return pairs, np.mean([x for x, _ in pairs], axis=0), np.mean([y for _, y in pairs], axis=0)
+
+
+def compare(a: dict[int | None, np.ndarray], b: dict[int | None, np.ndarray],
+            words: tuple[str, str, str] = ("wins", "loses", "tie (inside noise)")) -> Paired | None:
+    """A vs B from per-seed correctness vectors, paired as `paired_rows` pairs them; None when nothing pairs."""
+    paired = paired_rows(a, b)
+    if paired is None:
+        return None
+    pairs, row_a, row_b = paired
     diff, lo, hi = paired_bootstrap(row_a, row_b)
     per_seed = [100 * float(x.mean() - y.mean()) for x, y in pairs]
     ps = [mcnemar(x, y) for x, y in pairs]
-    return Paired(diff=100 * diff, lo=100 * lo, hi=100 * hi, per_seed=per_seed, mcnemar_p=ps, seeds=len(seeds),
-                  n=n, verdict=verdict(lo, hi, words))
+    return Paired(diff=100 * diff, lo=100 * lo, hi=100 * hi, per_seed=per_seed, mcnemar_p=ps, seeds=len(pairs),
+                  n=len(row_a), verdict=verdict(lo, hi, words))
 
 
 def ece(confidence: np.ndarray, correct: np.ndarray) -> float:

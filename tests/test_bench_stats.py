@@ -308,8 +308,9 @@ def test_pooled_lever_puts_the_sets_rows_together(tmp_path, capsys) -> None:
     import pooled
 
     def run(dataset, lever, seed, pred, test_hash):
-        return {"dataset": dataset, "backbone": "b", "study": "ablation", "lever": lever, "seed": seed,
-                "test_hash": test_hash, "rows": stats.encode_rows(pred, [0.9] * len(pred))}
+        return {"dataset": dataset, "backbone": "b", "study": "ablation", "method": "ptcli", "k": 16,
+                "lever": lever, "seed": seed, "test_hash": test_hash,
+                "rows": stats.encode_rows(pred, [0.9] * len(pred))}
 
     gold = [0, 1, 0, 1]
     data = {"tests": {"h1": {"gold": stats.encode_labels(gold)}, "h2": {"gold": stats.encode_labels(gold[:2])}},
