@@ -144,37 +144,6 @@ def test_dev_loss_keeps_the_lowest_dev_loss(models, review_files, tmp_path):
     assert result.select == "dev-loss" and artifact.load(result.artifact).meta.training.select == "dev-loss"
 
 
-def test_kfold_cross_validates_then_trains_on_every_row(models, review_files, tmp_path, monkeypatch):
-    calls = []
-    real_fit = train_module.fit
-
-    def spy(n_rows, step, evaluate, keep, optimizer, config, **kw):
-        calls.append((n_rows, evaluate is not None, config))
-        return real_fit(n_rows, step, evaluate, keep, optimizer, config, **kw)
-
-    monkeypatch.setattr(train_module, "fit", spy)
-    monkeypatch.setattr(selection, "best_epoch", lambda reports: 1)  # force a trained final run
-    result = train(args(review_files, models["bert"], tmp_path, select="kfold", epochs=2, patience=1))
-    *cv, final = calls
-    assert len(cv) == 4 and all(n == 24 and dev and c.epochs == 2 and c.select == "last" for n, dev, c in cv)
-    n, dev, c = final
-    assert n == 32 and not dev and c.epochs == 1 and c.schedule_epochs == 2  # all rows, stopped on the CV schedule
-    assert result.best_epoch == 1 and result.folds == 4 and result.n_train == 32 and result.n_dev == 0
-    assert result.final_seconds > 0
-    assert result.dev["n"] == 32 and result.dev_untrained["n"] == 32  # out-of-fold: every row scored once
-    assert [h["epoch"] for h in result.history] == [1, 2]
-    assert result.dev["accuracy"] == result.history[0]["dev_accuracy"]
-    training = artifact.load(result.artifact).meta.training
-    assert (training.select, training.folds, training.best_epoch, training.n_dev) == ("kfold", 4, 1, 0)
-
-
-def test_kfold_chooses_by_the_pooled_reports(models, review_files, tmp_path):
-    result = train(args(review_files, models["bert"], tmp_path, select="kfold", epochs=2, lr=0.05))
-    reports = [result.dev_untrained] + [{"accuracy": h["dev_accuracy"], "loss": h["dev_loss"]}
-                                        for h in result.history]
-    assert result.best_epoch == selection.best_epoch(reports)
-
-
 def _spy_fit(monkeypatch, first_best=None):
     """Record each fit call's (rows, evaluates, config, kept prompts); `first_best` forces the first run's best
     epoch."""
@@ -190,6 +159,30 @@ def _spy_fit(monkeypatch, first_best=None):
 
     monkeypatch.setattr(train_module, "fit", spy)
     return calls
+
+
+def test_kfold_cross_validates_then_trains_on_every_row(models, review_files, tmp_path, monkeypatch):
+    calls = _spy_fit(monkeypatch)
+    monkeypatch.setattr(selection, "best_epoch", lambda reports: 1)  # force a trained final run
+    result = train(args(review_files, models["bert"], tmp_path, select="kfold", epochs=2, patience=1))
+    *cv, final = calls
+    assert len(cv) == 4 and all(n == 24 and dev and c.epochs == 2 and c.select == "last" for n, dev, c, _ in cv)
+    n, dev, c, _ = final
+    assert n == 32 and not dev and c.epochs == 1 and c.schedule_epochs == 2  # all rows, stopped on the CV schedule
+    assert result.best_epoch == 1 and result.folds == 4 and result.n_train == 32 and result.n_dev == 0
+    assert result.final_seconds > 0
+    assert result.dev["n"] == 32 and result.dev_untrained["n"] == 32  # out-of-fold: every row scored once
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert result.dev["accuracy"] == result.history[0]["dev_accuracy"]
+    training = artifact.load(result.artifact).meta.training
+    assert (training.select, training.folds, training.best_epoch, training.n_dev) == ("kfold", 4, 1, 0)
+
+
+def test_kfold_chooses_by_the_pooled_reports(models, review_files, tmp_path):
+    result = train(args(review_files, models["bert"], tmp_path, select="kfold", epochs=2, lr=0.05))
+    reports = [result.dev_untrained] + [{"accuracy": h["dev_accuracy"], "loss": h["dev_loss"]}
+                                        for h in result.history]
+    assert result.best_epoch == selection.best_epoch(reports)
 
 
 def test_refit_trains_again_on_training_and_dev_rows(models, review_files, tmp_path, monkeypatch):
