@@ -13,7 +13,7 @@ hidden states differ in scale by orders of magnitude, and a unit-scale input let
 L2-regularised logistic regression of the training rows' labels on their slot states under the untrained prompts,
 the words' scores a fixed offset, solved before the first step. The untrained classifier is then words + probe.
 The default, fit: on THUCNews/Qwen (K=16, 3 seeds, 2026-11-30) it scored 69.4 against zero's 64.2, +5.3 [+0.3,
-+10.6]; the untrained dev accuracy rose from 0.28-0.60 to 0.58-0.73, and in two seeds of three no epoch of
++10.6]; the untrained dev accuracy rose from 0.28-0.60 to 0.58-0.85, and in two seeds of three no epoch of
 training then beat it on the dev rows.
 """
 
