@@ -3,7 +3,8 @@
     ptcli.json            the record below (`Meta`): template, labels, label words + token ids, backbone identity
                           and fingerprint, encoder config, training record, dev metrics, versions
     prompts.safetensors   `prompt_embeddings` [m, H]: the frozen prompt, all that prediction needs; with
-                          --head linear also `head_weight` [labels, H] and `head_bias` [labels] (ptcli/head.py)
+                          --head linear also `head_weight` [labels, H × head features] and `head_bias` [labels]
+                          (ptcli/head.py)
     encoder.safetensors   the prompt encoder's weights, so `train --resume` can continue
     README.md             model card (+ training.png when plotting is available)
     backbone/             only with --tune-backbone: the trained backbone (safetensors)
@@ -31,18 +32,18 @@ from safetensors.torch import load_file, save_file
 
 from ptcli.encoder import ENCODERS, PROMPT_INITS, EncoderConfig
 from ptcli.errors import PtcliError
-from ptcli.head import BIAS, HEADS, WEIGHT
+from ptcli.head import BIAS, FEATURES, HEADS, WEIGHT
 from ptcli.outputs import atomic_directory, check_output_dir
 from ptcli.template import Template
 
 FORMAT = "ptcli-artifact"
-# 6: head (--head linear, its tensors in prompts.safetensors); 5: text_first_names (--text-first moves each
-# input with the clause naming it); 4: text_first; 3: label_bias,
-# demonstrations, chat, encoder.init (a ptcli that predates them must refuse such an artifact rather than predict
-# without them); 2: typed record (training.args, backbone.gguf_file, no confusion matrices); 1 is upgraded. A
-# version-2 to -5 record is a version-6 record without the newer fields, which all have defaults that mean what those
-# versions did.
-FORMAT_VERSION = 6
+# 7: head_features (what the linear head reads; its weight is [labels, H × features]); 6: head (--head linear, its
+# tensors in prompts.safetensors); 5: text_first_names (--text-first moves each input with the clause naming it);
+# 4: text_first; 3: label_bias, demonstrations, chat, encoder.init (a ptcli that predates them must refuse such an
+# artifact rather than predict without them); 2: typed record (training.args, backbone.gguf_file, no confusion
+# matrices); 1 is upgraded. A version-2 to -6 record is a version-7 record without the newer fields, which all have
+# defaults that mean what those versions did.
+FORMAT_VERSION = 7
 META = "ptcli.json"
 PROMPTS = "prompts.safetensors"
 ENCODER = "encoder.safetensors"
@@ -103,6 +104,7 @@ class TrainingRecord:
     folds: int = 0  # with kfold: the number of cross-validation folds (= rows for leave-one-out); else 0
     calibrate: str = "none"  # none | contextual | bias: where Meta.label_bias came from
     refit: bool = False  # --refit: after the dev rows chose best_epoch, trained again on n_train (training + dev) rows
+    head_refit: bool = False  # --head-refit: the linear head fit again on the training and dev rows (format 7)
 
 
 @dataclass
@@ -166,6 +168,7 @@ class Meta:
     # With text_first: each input moved with the clause naming it (format 5); absent (format 4): the inputs alone.
     text_first_names: bool = False
     head: str = "words"  # words: the verbalizer alone; linear: plus a read-out of the slot state (head.py, format 6)
+    head_features: list[str] = field(default_factory=lambda: ["slot"])  # what that head reads (format 7)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n"
@@ -209,6 +212,9 @@ class Meta:
             raise bad("label_bias", f"expected {len(self.labels)} finite numbers, one per label")
         if self.head not in HEADS:
             raise bad("head", f"{self.head!r} is not one of {', '.join(HEADS)}")
+        if tuple(self.head_features) not in FEATURES.values():
+            raise bad("head_features", f"{self.head_features!r} is not one of "
+                      f"{', '.join(map(repr, map(list, FEATURES.values())))}")
         if self.training.max_length < 1:
             raise bad("training.max_length", f"{self.training.max_length} is not a token count")
         try:
@@ -351,7 +357,8 @@ def load(path: str | Path) -> Artifact:
 
 
 def _head_tensors(tensors: dict[str, torch.Tensor], meta: Meta, where: Path) -> dict[str, torch.Tensor]:
-    shapes = {WEIGHT: [len(meta.labels), meta.encoder.hidden_size], BIAS: [len(meta.labels)]}
+    width = meta.encoder.hidden_size * len(meta.head_features)
+    shapes = {WEIGHT: [len(meta.labels), width], BIAS: [len(meta.labels)]}
     for name, shape in shapes.items():
         t = tensors.get(name)
         if t is None or list(t.shape) != shape or not t.is_floating_point() or not bool(torch.isfinite(t).all()):

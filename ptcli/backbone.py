@@ -115,7 +115,8 @@ class Backbone:
 
     def score_and_state(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`score`, and [B, H] float32: the last hidden state each row's slot is read from (--head linear)."""
+        """`score`, and [B, len(head.STATES), H] float32 (--head linear): the last hidden state each row's slot is
+        read from, and the mean of the row's last hidden states (`--head-features slot+mean`)."""
         raise NotImplementedError
 
     def train(self, mode: bool) -> None:

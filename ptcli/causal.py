@@ -79,10 +79,19 @@ class CausalLM(Backbone):
             )
         return warnings
 
+    def score(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]) -> torch.Tensor:
+        return self._run(rows, prompts, word_ids, share_template=True)[0]
+
     def score_and_state(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]
                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        # The mean state must not depend on which rows share a batch, so the template's leading run, which is
+        # shared only while every row of the batch has it, runs in each row (the fixed shared context stays cached).
+        return self._run(rows, prompts, word_ids, share_template=False)
+
+    def _run(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]], share_template: bool
+             ) -> tuple[torch.Tensor, torch.Tensor]:
         seqs = [self._sequence(row) for row in rows]
-        past = self._shared_past(rows, seqs, prompts)
+        past = self._shared_past(rows, seqs, prompts, share_template)
         if past is not None:
             # Each row gets its own copy of the shared cache: bound rows per pass by `cache_bytes`.
             step = max(1, self.cache_bytes // _row_bytes(past))
@@ -98,13 +107,14 @@ class CausalLM(Backbone):
         # The slot ends every row and each word is one token: the prefix's last position is the whole score.
         single = all(len(w) == 1 for w in word_ids) and not any(row.after.ids for row in rows)
         with self.autocast():
-            last, cache, attn, prefix_len = self._prefix(seqs, prompts, keep_cache=not single, past=past)
+            last, mean, cache, attn, prefix_len = self._prefix(seqs, prompts, keep_cache=not single, past=past)
+        states = torch.stack([last.float(), mean.float()], dim=1)  # head.STATES: slot, mean
         # log P(first token of each word | before): one row of logits per row, read for every word.
         first = torch.tensor([w[0] for w in word_ids], device=self.device)
         scores = torch.log_softmax(self._head(last).float(), dim=-1)[:, first]  # [B, W]
         if single:
-            return scores, last.float()
-        return scores + self._continuations(rows, prompts, word_ids, cache, attn, prefix_len), last.float()
+            return scores, states
+        return scores + self._continuations(rows, prompts, word_ids, cache, attn, prefix_len), states
 
     def _sequence(self, row: Encoded) -> _Sequence:
         """Everything a row runs before its slot: the special tokens, the shared context, then `before`; with each
@@ -115,19 +125,20 @@ class CausalLM(Backbone):
             head = self.prefix_special or ([] if row.before.ids else [self.start_id])
         return head + row.before.ids, [-1] * len(head) + row.before.prompt
 
-    def _shared_past(self, rows: list[Encoded], seqs: list[_Sequence], prompts: torch.Tensor | None
-                     ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    def _shared_past(self, rows: list[Encoded], seqs: list[_Sequence], prompts: torch.Tensor | None,
+                     share_template: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """The KV cache [1, heads, S, d] per layer of the first S positions every row of the batch shares, or None.
 
         The shared context (demonstrations, a chat head) is cached once per backbone (`_context_cache`). When nothing
         needs gradients (prediction, evaluation), the template's own leading run is shared too: in
         "[P][P][P][P]评论：<text>…" the prompts and the anchor text are the same tokens in every row, so they run
-        once instead of once a row (the demo's 150 rows: 9 of their ~60 tokens each). Kept while the same prompts
-        come back, so a whole prediction runs them once. Each row keeps at least its last position to run itself.
+        once instead of once a row (the demo's 150 rows: 9 of their ~60 tokens each), unless `share_template` is
+        off. Kept while the same prompts come back, so a whole prediction runs them once. Each row keeps at least its
+        last position to run itself.
         """
         context = _shared_context(rows)
         past = self._context_cache(context) if context is not None else None
-        if self._needs_grad(prompts) or not rows:
+        if self._needs_grad(prompts) or not rows or not share_template:
             return past
         ids, pidx = seqs[0]
         shared = min(len(s[0]) for s in seqs) - 1
@@ -184,9 +195,10 @@ class CausalLM(Backbone):
 
     def _prefix(self, seqs: list[_Sequence], prompts: torch.Tensor | None, keep_cache: bool = True,
                 past: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-                ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
-        """Run everything before the slot; return the last hidden state [B, H], the KV cache (None unless
-        `keep_cache`), its attention mask and each row's prefix length.
+                ) -> tuple[torch.Tensor, torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """Run everything before the slot; return the last hidden state [B, H], the mean of the last hidden states
+        of the positions the row ran itself (not `past`) [B, H], the KV cache (None unless `keep_cache`), its
+        attention mask and each row's prefix length.
 
         The prefix runs in two parts. Tokens before the first [P] cannot see the prompts (attention is causal), so
         they run without autograd: training then back-propagates only through the short tail, ~2.5× cheaper for
@@ -212,19 +224,25 @@ class CausalLM(Backbone):
         if past is not None:
             cache = DynamicCache(ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in past])
         positions = shift + (sattn.cumsum(-1) - 1).clamp(min=0)
+        own = sattn  # the static positions each row runs itself
         sattn = torch.cat([sattn.new_ones(n, shift), sattn], dim=1)
+        total = 0.0
         if sids.shape[1]:
             with torch.no_grad():
                 # no [P] here by construction: plain token embeddings
                 out = self._body(inputs_embeds=self.input_embeddings(sids), attention_mask=sattn,
                                  position_ids=positions, use_cache=True, **{self._cache_arg: cache})
             cache = getattr(out, self._cache_arg)
+            total = (out.last_hidden_state.float() * own.unsqueeze(-1)).sum(1)
         attn = torch.cat([sattn, dattn], dim=1)
         out = self._body(inputs_embeds=self.embed(dids, dpidx, prompts), attention_mask=attn,
                          position_ids=static_len + (dattn.cumsum(-1) - 1).clamp(min=0), use_cache=keep_cache,
                          **{self._cache_arg: cache})
         cache = getattr(out, self._cache_arg) if keep_cache else None
-        return out.last_hidden_state[:, -1], cache, attn, static_len + dattn.sum(-1, True)
+        hidden = out.last_hidden_state
+        total = total + (hidden.float() * dattn.unsqueeze(-1)).sum(1)
+        mean = total / (own.sum(-1, keepdim=True) + dattn.sum(-1, keepdim=True)).clamp(min=1)
+        return hidden[:, -1], mean, cache, attn, static_len + dattn.sum(-1, True)
 
     def _continuations(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]],
                        cache: Any, attn: torch.Tensor, prefix_len: torch.Tensor) -> torch.Tensor:

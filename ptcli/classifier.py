@@ -105,8 +105,8 @@ class Classifier:
 
     def words_and_states(self, rows: list[Encoded], prompts: torch.Tensor | None, batch_size: int
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """[N, labels] the label words' scores (no head, no bias) and [N, H] the slot states, without gradients, in
-        float32 on the backbone's device: what --head-init fit fits the head on."""
+        """[N, labels] the label words' scores (no head, no bias) and [N, len(head.STATES), H] the states, without
+        gradients, in float32 on the backbone's device: what --head-init fit and --head-refit fit the head on."""
         scores, states = [], []
         self.backbone.train(False)
         with torch.no_grad():
@@ -173,7 +173,7 @@ class Classifier:
         if art.meta.label_bias is not None:
             clf.label_bias = torch.tensor(art.meta.label_bias, dtype=torch.float32, device=backbone.device)
         if art.head is not None:
-            clf.head = LabelHead.from_tensors(art.head).to(backbone.device).eval()
+            clf.head = LabelHead.from_tensors(art.head, tuple(art.meta.head_features)).to(backbone.device).eval()
         return clf, art.prompts.to(backbone.device)
 
 

@@ -233,6 +233,12 @@ def train(
     head_init: Annotated[str, typer.Option(
         help="where the linear head starts: fit (the logistic regression of the training rows on their slot "
         "states, solved before the prompts train) or zero (the untrained classifier is the label words')")] = "fit",
+    head_features: Annotated[str, typer.Option(
+        help="what the linear head reads: slot (the hidden state the slot is read from) or slot+mean (also the "
+        "mean of the row's hidden states up to the slot)")] = "slot+mean",
+    head_refit: Annotated[bool, typer.Option(
+        help="after the epoch is chosen, fit the linear head again on the training and dev rows at the kept "
+        "prompts (nothing else trains)")] = True,
     json_: Json = False,
 ) -> None:
     """Train P-tuning prompts on labeled rows; writes an artifact directory."""
@@ -253,7 +259,8 @@ def train(
                          max_length=max_length, tune_backbone=tune_backbone, backbone_lr=backbone_lr, resume=resume,
                          prompt_init=prompt_init, calibrate=calibrate, bias_lr=bias_lr, select=select, refit=refit,
                          demos=parse_count(demos), chat=chat, text_first=text_first, auto_words=auto_words,
-                         head=head, head_lr=head_lr, head_init=head_init)
+                         head=head, head_lr=head_lr, head_init=head_init, head_features=head_features,
+                         head_refit=head_refit)
         args.template, args.verbalizer = resolve(template, verbalizer)  # shipped templates by name
         if auto_words and verbalizer is None:
             args.verbalizer = None  # searched, not the shipped template's words

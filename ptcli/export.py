@@ -32,7 +32,8 @@ def _identity(art: artifact.Artifact) -> dict[str, Any]:
             "gguf_sha256": b.gguf_sha256, "fingerprint": b.fingerprint, "shape": list(art.prompts.shape),
             "ptcli_version": art.meta.ptcli_version,
             "label_bias": art.meta.label_bias,  # add to the label log-scores (--calibrate); None: no bias
-            "head": art.meta.head}  # linear: head_weight·rms_norm(slot state) + head_bias is added too
+            # linear: head_weight·concat(rms_norm(state) for head_features)/√len(head_features) + head_bias is added
+            "head": art.meta.head, "head_features": art.meta.head_features}
 
 
 def _head_lists(art: artifact.Artifact) -> dict[str, Any]:

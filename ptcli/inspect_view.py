@@ -99,7 +99,10 @@ def _training(report: dict[str, Any]) -> Table:
         table.add_row("label bias", f"{bias} (--calibrate {t['calibrate']})")
     if report.get("head") == "linear":
         start = " (started at the training rows' probe, --head-init fit)" if t["args"].get("head_init") == "fit" else ""
-        table.add_row("head", "linear: a read-out of the slot's hidden state added to the label words' scores" + start)
+        refit = ("; fit again on the training and dev rows at the kept prompts (--head-refit)"
+                 if t.get("head_refit") else "")
+        reads = "the slot's hidden state" + (" and the row's mean state" if "mean" in report["head_features"] else "")
+        table.add_row("head", f"linear: a read-out of {reads} added to the label words' scores{start}{refit}")
     args = {k: v for k, v in t["args"].items() if v is not None and v is not False}
     table.add_row("arguments", " ".join(f"{k}={v}" for k, v in args.items()))
     return table

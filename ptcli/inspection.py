@@ -90,6 +90,7 @@ def describe(art: artifact.Artifact) -> dict[str, Any]:
         "history": [asdict(e) for e in meta.history],
         "label_bias": meta.label_bias,  # per-label log-space bias (--calibrate); None: none
         "head": meta.head,  # words: the verbalizer alone; linear: plus the slot-state read-out (--head)
+        "head_features": meta.head_features,  # what a linear head reads (head.STATES)
     }
 
 

@@ -51,24 +51,29 @@ class MaskedLM(Backbone):
         positions = torch.tensor(slot_start, device=self.device).unsqueeze(1) + torch.arange(k, device=self.device)
         with self.autocast():
             embeds = self.embed(ids, prompt_idx, prompts)
-            logits, state = self._slot_logits(embeds, attn, positions)  # [B, k, V], [B, H]
+            logits, states = self._slot_logits(embeds, attn, positions)  # [B, k, V], [B, 2, H]
         logp = torch.log_softmax(logits.float(), dim=-1)
         targets = torch.tensor(word_ids, device=self.device)  # [W, k]
         # logp[b, j, targets[w, j]] summed over j → [B, W]
         picked = logp[:, torch.arange(k, device=self.device).unsqueeze(0), targets]  # [B, W, k]
-        return picked.sum(-1), state.float()
+        return picked.sum(-1), states.float()
 
     def _slot_logits(self, embeds: torch.Tensor, attn: torch.Tensor, positions: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The logits at the mask positions, and the last hidden state at the first mask."""
+        """The logits at the mask positions, and head.STATES: the last hidden state at the first mask and the mean of
+        the last hidden states over the row's positions."""
         rows = torch.arange(embeds.shape[0], device=self.device).unsqueeze(1)
         if self._head is not None:
             # Run the vocabulary projection only at the mask positions: it is ~20% of BERT-base's compute.
             base = getattr(self.model, self.model.base_model_prefix)
             hidden = base(inputs_embeds=embeds, attention_mask=attn).last_hidden_state
-            return self._head(hidden[rows, positions]), hidden[rows[:, 0], positions[:, 0]]
-        out = self.model(inputs_embeds=embeds, attention_mask=attn, output_hidden_states=True)
-        return out.logits[rows, positions], out.hidden_states[-1][rows[:, 0], positions[:, 0]]
+            logits = self._head(hidden[rows, positions])
+        else:
+            out = self.model(inputs_embeds=embeds, attention_mask=attn, output_hidden_states=True)
+            logits, hidden = out.logits[rows, positions], out.hidden_states[-1]
+        m = attn.unsqueeze(-1).float()
+        mean = (hidden.float() * m).sum(1) / m.sum(1).clamp(min=1)
+        return logits, torch.stack([hidden[rows[:, 0], positions[:, 0]].float(), mean], dim=1)
 
 
 def _mlm_head(model: Any) -> Any:

@@ -190,7 +190,7 @@ def test_wrong_prompt_shape_is_refused(tmp_path):
 def test_format_1_artifacts_are_upgraded_on_load(tmp_path):
     path = save(tmp_path)
     meta = json.loads((path / "ptcli.json").read_text())
-    not_in_v1 = ("select", "folds", "calibrate", "refit")
+    not_in_v1 = ("select", "folds", "calibrate", "refit", "head_refit")
     training = {k: v for k, v in meta["training"].items() if k not in not_in_v1}
     v1 = {**meta, "format_version": 1, "seed": training["seed"],
           "training": {**training.pop("args"), **{k: v for k, v in training.items() if k != "seed"}},
@@ -257,4 +257,22 @@ def test_an_unknown_head_is_refused(tmp_path):
     path = save(tmp_path)
     edit(path, lambda m: m.__setitem__("head", "mlp"))
     with pytest.raises(PtcliError, match="head: 'mlp' is not one of words, linear"):
+        artifact.load(path)
+
+
+def test_a_slot_and_mean_head_is_twice_as_wide_and_older_heads_read_the_slot(tmp_path):
+    wide = {"head_weight": torch.randn(2, 8), "head_bias": torch.zeros(2)}  # hidden 4, two states
+    meta = make_meta(head="linear")
+    meta.head_features = ["slot", "mean"]
+    art = artifact.load(artifact.save(tmp_path / "wide", meta, torch.randn(2, 4), {}, "# card\n", head=wide))
+    assert art.meta.head_features == ["slot", "mean"] and art.head["head_weight"].shape == (2, 8)
+    narrow = {"head_weight": torch.randn(2, 4), "head_bias": torch.zeros(2)}
+    path = artifact.save(tmp_path / "v6", make_meta(head="linear"), torch.randn(2, 4), {}, "# card\n", head=narrow)
+    edit(path, lambda m: (m.pop("head_features"), m.__setitem__("format_version", 6)))  # as format 6 wrote it
+    assert artifact.load(path).meta.head_features == ["slot"]
+    save_file({"prompt_embeddings": torch.randn(2, 4), **wide}, str(path / "prompts.safetensors"))
+    with pytest.raises(PtcliError, match=r"head_weight is not \[2, 4\]"):  # a slot-only head is [labels, H]
+        artifact.load(path)
+    edit(path, lambda m: m.__setitem__("head_features", ["mean", "slot"]))
+    with pytest.raises(PtcliError, match="head_features"):
         artifact.load(path)

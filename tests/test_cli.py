@@ -295,6 +295,22 @@ def test_train_head_linear_through_the_cli_and_inspect_shows_it(base, tmp_path):
     assert_clean_error(invoke(*base, "--head-init", "probe"), 2, "--head-init 'probe'", "fit, zero")
 
 
+def test_train_head_features_and_head_refit_through_the_cli(base, tmp_path):
+    result = invoke(*base, "--head", "linear", "--head-features", "slot+mean", "--head-refit", "--json")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert json.loads(result.stdout)["head_refit"] is True
+    out = tmp_path / "out"
+    meta = json.loads((out / "ptcli.json").read_text())
+    assert meta["head_features"] == ["slot", "mean"] and meta["training"]["head_refit"] is True
+    with safe_open(str(out / "prompts.safetensors"), "pt") as f:
+        assert f.get_tensor("head_weight").shape[1] == 2 * meta["encoder"]["hidden_size"]
+    assert "--head-refit" in (out / "README.md").read_text()
+    shown = invoke("inspect", out)
+    assert "mean state" in shown.stdout and "--head-refit" in shown.stdout
+    assert json.loads(invoke("inspect", out, "--json").stdout)["head_features"] == ["slot", "mean"]
+    assert_clean_error(invoke(*base, "--head-features", "cls"), 2, "--head-features 'cls'", "slot, slot+mean")
+
+
 def test_train_refit_through_the_cli_and_inspect_shows_it(base, tmp_path):
     result = invoke(*base, "--refit", "--select", "dev-acc", "--lr", "0.05", "--json")
     assert result.exit_code == 0, result.output + result.stderr

@@ -10,7 +10,7 @@ from ptcli import artifact
 from ptcli.classifier import Classifier
 from ptcli.errors import UsageError
 from ptcli.export import ExportArgs, export
-from ptcli.head import LabelHead
+from ptcli.head import FIT_L2, LabelHead
 from ptcli.loading import load_backbone
 from ptcli.predict import PredictArgs, predict
 from ptcli.template import Template
@@ -41,11 +41,65 @@ def test_the_state_is_what_the_lm_head_reads_the_slot_from(models, name):
     prompts = torch.randn(clf.template.n_prompts, bb.hidden_size)
     with torch.no_grad():
         scores, states = bb.score_and_state(clf.encode(TEXTS), prompts, clf.word_ids)
-        assert states.shape == (len(TEXTS), bb.hidden_size) and states.dtype == torch.float32
-        logp = torch.log_softmax(bb._head(states).float(), dim=-1)
+        assert states.shape == (len(TEXTS), 2, bb.hidden_size) and states.dtype == torch.float32  # slot, mean
+        logp = torch.log_softmax(bb._head(states[:, 0]).float(), dim=-1)
     words = [w[0] for w in clf.word_ids]
     assert torch.allclose(logp[:, words], scores, atol=1e-4)
-    assert torch.equal(bb.score(clf.encode(TEXTS), prompts, clf.word_ids), scores)
+    # score alone may run the template's shared leading run once for the batch (causal LMs): the same up to rounding
+    assert torch.allclose(bb.score(clf.encode(TEXTS), prompts, clf.word_ids), scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "qwen2"])
+def test_the_mean_state_averages_the_rows_own_positions(models, name):
+    bb, clf = build(models, name)
+    rows = clf.encode(TEXTS)
+    prompts = torch.randn(clf.template.n_prompts, bb.hidden_size)
+    by_hand = []
+    with torch.no_grad():
+        for row in rows:  # each row alone, unpadded, in one pass: every position up to the slot
+            ids, pidx = bb._sequence(row)
+            t = torch.tensor([ids])
+            embeds = bb.embed(t, torch.tensor([pidx]), prompts)
+            hidden = bb._body(inputs_embeds=embeds, attention_mask=torch.ones_like(t),
+                              position_ids=torch.arange(len(ids)).unsqueeze(0)).last_hidden_state[0]
+            by_hand.append(hidden.mean(0))
+        evaluated = bb.score_and_state(rows, prompts, clf.word_ids)[1][:, 1]  # padded batch, one pass
+    assert torch.allclose(evaluated, torch.stack(by_hand), atol=1e-4)
+    trained = prompts.clone().requires_grad_()  # training's path: the part before the first [P] runs apart
+    assert torch.allclose(bb.score_and_state(rows, trained, clf.word_ids)[1][:, 1].detach(), evaluated, atol=1e-4)
+
+
+def test_the_mlm_mean_state_does_not_depend_on_padding(models):
+    bb, clf = build(models, "roberta")
+    rows = clf.encode(TEXTS)
+    prompts = torch.randn(clf.template.n_prompts, bb.hidden_size)
+    with torch.no_grad():
+        batch = bb.score_and_state(rows, prompts, clf.word_ids)[1]
+        alone = torch.cat([bb.score_and_state([r], prompts, clf.word_ids)[1] for r in rows])
+    assert torch.allclose(batch, alone, atol=1e-4)
+    assert not torch.allclose(batch[:, 0], batch[:, 1], atol=1e-3)  # the mean is not the slot's state
+
+
+def test_a_head_on_slot_and_mean_normalises_each_part():
+    head = LabelHead(2, 3, ("slot", "mean"))
+    assert head.weight.shape == (2, 6)
+    w = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0, 1.0], [0.0, 2.0, -1.0, 1.0, 0.0, 0.0]])
+    with torch.no_grad():
+        head.weight.copy_(w)
+        head.bias.copy_(torch.tensor([0.5, 0.0]))
+    slot, mean = torch.tensor([3.0, 0.0, 4.0]), torch.tensor([1.0, 1.0, 1.0])
+    x = torch.cat([slot / (25 / 3) ** 0.5, mean])  # each part at unit RMS
+    expected = (w @ x) / 2**0.5 + torch.tensor([0.5, 0.0])
+    assert torch.allclose(head(torch.stack([slot, 7 * mean]).unsqueeze(0)), expected.unsqueeze(0), atol=1e-5)
+    only_slot = LabelHead(2, 3)
+    with torch.no_grad():
+        only_slot.weight.copy_(w[:, :3])
+        only_slot.bias.copy_(head.bias)
+    # a slot-only head (every artifact before format 7) ignores the mean
+    a, b = torch.stack([slot, mean]).unsqueeze(0), torch.stack([slot, -mean]).unsqueeze(0)
+    assert torch.equal(only_slot(a), only_slot(b))
+    with pytest.raises(ValueError, match="features"):
+        LabelHead(2, 3, ("cls",))
 
 
 def test_the_head_reads_the_rms_normalised_state():
@@ -53,8 +107,8 @@ def test_the_head_reads_the_rms_normalised_state():
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, -1.0]]))
         head.bias.copy_(torch.tensor([0.5, 0.0]))
-    state = torch.tensor([[3.0, 0.0, 4.0]])  # RMS = sqrt(25 / 3)
-    x = state / (25 / 3) ** 0.5
+    state = torch.tensor([[[3.0, 0.0, 4.0], [1.0, 1.0, 1.0]]])  # slot (RMS = sqrt(25 / 3)), mean (not read)
+    x = state[:, 0] / (25 / 3) ** 0.5
     expected = torch.tensor([[x[0, 0] + 0.5, 2 * x[0, 1] - x[0, 2]]])
     assert torch.allclose(head(state), expected, atol=1e-5)
     assert torch.allclose(head(100 * state), expected, atol=1e-5)  # the state's scale does not matter
@@ -66,7 +120,8 @@ def test_an_untrained_head_scores_as_the_words_do(models):
     with torch.no_grad():
         words_only = clf.logits(rows, prompts)
         with clf.using(head=LabelHead(len(clf.labels), bb.hidden_size)):
-            assert torch.equal(clf.logits(rows, prompts), words_only)
+            # equal up to rounding: with a head, the template's shared leading run is not batched (causal.py)
+            assert torch.allclose(clf.logits(rows, prompts), words_only, atol=1e-5)
         trained = LabelHead(len(clf.labels), bb.hidden_size)
         trained.bias.fill_(1.0)
         trained.bias[0] = 3.0
@@ -90,7 +145,7 @@ def test_train_with_a_linear_head_end_to_end(models, review_files, tmp_path):
     assert result.dev_untrained == words.dev_untrained  # the head starts at zero: untrained, the words decide
     assert result.best_epoch > 0 and result.dev["loss"] < result.dev_untrained["loss"]
     art = artifact.load(result.artifact)
-    assert art.meta.head == "linear" and art.head["head_weight"].shape == (2, 32)
+    assert art.meta.head == "linear" and art.head["head_weight"].shape == (2, 64)  # slot + mean, 32 wide each
     assert float(art.head["head_weight"].abs().sum()) > 0  # trained, not the zero start
     assert artifact.load(words.artifact).head is None
 
@@ -107,14 +162,14 @@ def test_train_with_a_linear_head_end_to_end(models, review_files, tmp_path):
     rows = clf.encode(texts)
     with torch.no_grad():
         scores, states = bb.score_and_state(rows, prompts, clf.word_ids)
-        head = LabelHead.from_tensors(art.head)
+        head = LabelHead.from_tensors(art.head, ("slot", "mean"))
         by_hand = torch.softmax(scores + head(states), dim=-1).numpy()
     written = pd.read_csv(tmp_path / "p.csv")
     assert abs(written[[f"prob_{label}" for label in clf.labels]].to_numpy() - by_hand).max() < 1e-4
 
     # --resume continues the artifact's head even when asked for the words alone
     again = train(TrainArgs(**{**base, "lr": 1e-12, "epochs": 1}, output=tmp_path / "resumed", resume=result.artifact,
-                            head="words"))
+                            head="words", head_refit=False))
     kept = artifact.load(again.artifact)
     assert kept.meta.head == "linear"
     assert torch.allclose(kept.head["head_weight"], art.head["head_weight"], atol=1e-6)
@@ -139,7 +194,8 @@ def test_head_lr_sets_the_heads_rate_alone(models, review_files, tmp_path, monke
     monkeypatch.setattr(torch.optim, "AdamW", spy)
     base = dict(data=review_files["train"], template=review_files["template"], model=str(models["bert"]),
                 verbalizer=review_files["verbalizer"], device="cpu", precision="fp32", epochs=3, seed=0, lr=0.01,
-                head="linear", head_init="zero", dev=review_files["train"])  # as the end-to-end test: an epoch is kept
+                head="linear", head_init="zero", head_refit=False,
+                dev=review_files["train"])  # as the end-to-end test: an epoch is kept
     heads = {hl: artifact.load(train(TrainArgs(**base, output=tmp_path / str(hl), head_lr=hl)).artifact)
              for hl in (None, 1e-12)}
     n_head = len(list(LabelHead(2, 32).parameters()))
@@ -154,9 +210,9 @@ def test_head_lr_sets_the_heads_rate_alone(models, review_files, tmp_path, monke
 
 def test_fit_is_the_regularised_logistic_regression_with_the_words_as_offset():
     g = torch.Generator().manual_seed(0)
-    states = torch.randn(40, 8, generator=g) * 5  # any scale: the head normalises it
+    states = torch.randn(40, 2, 8, generator=g) * 5  # slot, mean; any scale: the head normalises it
     offset = torch.randn(40, 3, generator=g)
-    y = (states[:, 0] > 0).long() + (states[:, 1] > 1).long()
+    y = (states[:, 0, 0] > 0).long() + (states[:, 0, 1] > 1).long()
     head = LabelHead(3, 8)
 
     def objective(h: LabelHead, l2: float) -> torch.Tensor:
@@ -217,5 +273,51 @@ def test_train_resolves_auto_by_the_number_of_labels(models, review_files, tmp_p
     rows.to_csv(tmp_path / "three.csv", index=False)
     three = train(TrainArgs(data=tmp_path / "three.csv", output=tmp_path / "three", **base))
     art = artifact.load(three.artifact)
-    assert three.head == "linear" and art.meta.head == "linear" and art.head["head_weight"].shape == (3, 32)
+    assert three.head == "linear" and art.meta.head == "linear" and art.head["head_weight"].shape == (3, 64)
     assert art.meta.training.args["head"] == "linear"  # the recorded args say what ran, not "auto"
+
+
+def test_head_features_and_head_refit(models, review_files, tmp_path):
+    import pandas as pd
+
+    base = dict(data=review_files["train"], template=review_files["template"], model=str(models["bert"]),
+                verbalizer=review_files["verbalizer"], device="cpu", precision="fp32", epochs=1, seed=0, lr=1e-12,
+                head="linear")  # lr 1e-12: the kept head is the fit alone
+    once = train(TrainArgs(**base, output=tmp_path / "once", head_refit=False))
+    refit = train(TrainArgs(**base, output=tmp_path / "refit"))  # the defaults: slot+mean, --head-refit
+    assert not once.head_refit and refit.head_refit and refit.n_dev > 0
+    art = artifact.load(refit.artifact)
+    assert art.meta.head_features == ["slot", "mean"] and art.head["head_weight"].shape == (2, 64)
+    assert art.meta.training.head_refit and not artifact.load(once.artifact).meta.training.head_refit
+
+    # --head-refit's head is the fit on every row of DATA (training and dev) at the kept prompts
+    bb = load_backbone(str(models["bert"]), device="cpu", precision="fp32")
+    clf, prompts = Classifier.for_artifact(art, bb)
+    df = pd.read_csv(review_files["train"])
+    rows, y = clf.encode(df["text"].tolist()), torch.tensor([clf.labels.index(v) for v in df["label"]])
+    offset, states = clf.words_and_states(rows, prompts, 8)
+
+    def gradient(tensors):  # of the fit's objective on every row, at this head: ~0 only at its minimum
+        h = LabelHead.from_tensors(tensors, ("slot", "mean"))
+        loss = torch.nn.functional.cross_entropy(offset + h(states), y) + 0.5 * FIT_L2 * h.weight.pow(2).sum()
+        return max(float(g.abs().max()) for g in torch.autograd.grad(loss, [h.weight, h.bias]))
+
+    assert gradient(art.head) < 1e-3
+    assert gradient(artifact.load(once.artifact).head) > 1e-2  # without it: the training rows' fit, not this one
+
+    # predict reads both states: the words' scores plus the head's, by hand
+    out = predict(PredictArgs(artifact=refit.artifact, input=review_files["test"], output=tmp_path / "p.csv",
+                              device="cpu", precision="fp32"))
+    texts = pd.read_csv(review_files["test"])["text"].tolist()
+    with torch.no_grad():
+        scores, states = bb.score_and_state(clf.encode(texts), prompts, clf.word_ids)
+        probs = torch.softmax(scores + LabelHead.from_tensors(art.head, ("slot", "mean"))(states), -1).numpy()
+    written = pd.read_csv(tmp_path / "p.csv")
+    assert out.rows == len(texts)
+    assert abs(written[[f"prob_{label}" for label in clf.labels]].to_numpy() - probs).max() < 1e-4
+
+    # --resume keeps the artifact's features
+    again = train(TrainArgs(**{**base, "head_features": "slot"}, output=tmp_path / "resumed", resume=refit.artifact))
+    assert artifact.load(again.artifact).meta.head_features == ["slot", "mean"]
+    with pytest.raises(UsageError, match="--head-features 'cls'"):
+        train(TrainArgs(**{**base, "head_features": "cls"}, output=tmp_path / "bad"))
