@@ -120,8 +120,8 @@ LEVERS: list[Lever] = [
           _set(head_init="zero")),
     Lever("head=linear, head_init=fit", "--head linear started at the training rows' logistic regression",
           _set(head="linear", head_init="fit")),
-    # THUCNews notes (2026-11-30, manual template, fitted head on 120 rows): the slot state 70.0%, the mean of the
-    # row's states 72.8%, both 72.2%; the same fits on all 160 K rows 71.7%, 74.2%, 74.2%.
+    # THUCNews (scripts/head_check.py --features: manual template, fitted head on 120 rows): the slot state 70.3%,
+    # the mean of the row's states 72.8%, both 72.2%; the same fits on all 160 K rows 71.7%, 74.2%, 74.2%.
     Lever("head_features=slot+mean", "the linear head also reads the mean of the row's states (--head-features "
           "slot+mean)", _set(head_features="slot+mean")),
     Lever("head_refit", "the linear head fit again on the training + dev rows at the kept prompts (--head-refit)",

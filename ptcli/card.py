@@ -60,7 +60,9 @@ def model_card(meta: Meta, path: str = "ARTIFACT", curve: bool = False) -> str:
                     (args.get("dev") or f"{args.get('dev_fraction', 0):.0%} of each class held out")
                     + ("; after they chose the best epoch the prompts were trained again on the training and dev "
                        "rows together (--refit), so the dev figures below are the first run's" if training.refit
-                       else "")),
+                       else "")
+                    + ("; then the linear head was fit again on the training and dev rows (--head-refit), so the "
+                       "dev figures below are from before that" if training.head_refit else "")),
         dev_acc=f"{meta.dev_metrics.accuracy:.4f}", dev_f1=f"{meta.dev_metrics.macro_f1:.4f}",
         dev_acc0=f"{meta.dev_metrics_untrained.accuracy:.4f}", best_epoch=training.best_epoch,
         epochs=args.get("epochs", "?"), seed=training.seed, lr=args.get("lr", "?"),

@@ -13,7 +13,7 @@ What it reads (`--head-features`): `slot`, the hidden state the slot is read fro
 mean of the row's last hidden states up to the slot (template, text and [P]; not a shared prefix of demonstrations
 or a chat head), each RMS-normalised. The slot state is one position's view, shaped for predicting the next token;
 the mean sees every token of the text. On THUCNews/Qwen (manual template, K=16, 3 seeds, fitted as below on 120
-rows, notes 2026-11-30) the slot state scored 70.0% on the test rows, the mean 72.8%, both 72.2%.
+rows; scripts/head_check.py --features) the slot state scored 70.3% on the test rows, the mean 72.8%, both 72.2%.
 
 `--head-init fit` starts it instead where a linear probe would end (linear probing, then tuning: LP-FT): the
 L2-regularised logistic regression of the training rows' labels on their slot states under the untrained prompts,

@@ -99,11 +99,11 @@ class TrainArgs:
     head_init: str = "fit"
     # slot | slot+mean: the states the linear head reads: the slot's, and with slot+mean also the mean of the row's
     # states up to the slot (ptcli/head.py).
+    head_features: str = "slot+mean"
     # After the epoch is chosen, fit the linear head again (as --head-init fit) on the training and dev rows at the
     # kept prompts, so the dev rows inform the head too; nothing more is trained (kfold and --refit train on every
-    # row already). Both defaults because the bench measured them together: +5.6 points on THUCNews (10 labels;
-    # README, ablation); alone +1.9 and +3.1, ties.
-    head_features: str = "slot+mean"
+    # row already). This and slot+mean are defaults because the bench measured them together: +5.6 points on
+    # THUCNews (10 labels; README, ablation); alone +1.9 and +3.1, ties.
     head_refit: bool = True
 
     def recorded(self) -> dict[str, Any]:
