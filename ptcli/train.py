@@ -419,13 +419,18 @@ def _head(args: TrainArgs, clf: Classifier, resumed: artifact.Artifact | None) -
 def _refit_head(args: TrainArgs, clf: Classifier, kept: Kept, rows: list[Encoded], y: list[int]) -> Kept:
     """--head-refit: the kept prompts, encoder state and bias, with the head fit again (LabelHead.fit) on `rows`."""
     prompts, state, bias, tensors = kept
-    device = clf.backbone.device
-    head = LabelHead.from_tensors(tensors, FEATURES[args.head_features]).to(device)
-    offset, states = clf.words_and_states(rows, prompts.to(device), args.batch_size)
+    head = LabelHead.from_tensors(tensors, FEATURES[args.head_features]).to(clf.backbone.device)
+    _fit_head(clf, head, rows, y, prompts.to(clf.backbone.device), bias, args.batch_size)
+    return prompts, state, bias, head.tensors()
+
+
+def _fit_head(clf: Classifier, head: LabelHead, rows: list[Encoded], y: list[int], prompts: torch.Tensor,
+              bias: torch.Tensor | None, batch_size: int) -> None:
+    """LabelHead.fit on `rows` at `prompts`: --head-init fit before training, --head-refit after it."""
+    offset, states = clf.words_and_states(rows, prompts, batch_size)
     if bias is not None:  # the label bias is part of the words' side of the score, as in training
         offset = offset + bias.to(offset.device, offset.dtype)
     head.fit(offset, states, torch.tensor(y, device=states.device))
-    return prompts, state, bias, head.tensors()
 
 
 def _fit_prompts(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows: list[Encoded], y: list[int],
@@ -445,8 +450,8 @@ def _fit_prompts(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows:
     if head is not None and args.head_init == "fit" and args.resume is None:
         encoder.eval()  # the untrained prompts as evaluation sees them
         with torch.no_grad():
-            offset, states = clf.words_and_states(rows, encoder(), args.batch_size)
-        head.fit(offset, states, torch.tensor(y, device=states.device))
+            untrained = encoder()
+        _fit_head(clf, head, rows, y, untrained, None, args.batch_size)
     if head is not None:
         params.append({"params": list(head.parameters()), "lr": args.lr if args.head_lr is None else args.head_lr,
                        "weight_decay": args.weight_decay})
