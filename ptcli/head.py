@@ -11,9 +11,11 @@ hidden states differ in scale by orders of magnitude, and a unit-scale input let
 
 What it reads (`--head-features`): `slot`, the hidden state the slot is read from, and with `slot+mean` also the
 mean of the row's last hidden states up to the slot (template, text and [P]; not a shared prefix of demonstrations
-or a chat head), each RMS-normalised. The slot state is one position's view, shaped for predicting the next token;
-the mean sees every token of the text. On THUCNews/Qwen (manual template, K=16, 3 seeds, fitted as below on 120
-rows; scripts/head_check.py --features) the slot state scored 70.3% on the test rows, the mean 72.8%, both 72.2%.
+or a chat head; a causal LM's row ends at the slot, so with --no-text-first a text after the slot is not in it,
+while a masked LM averages the whole row), each RMS-normalised. The slot state is one position's view, shaped for
+predicting the next token; the mean sees every token of the text. On THUCNews/Qwen (manual template, K=16, 3 seeds,
+fitted as below on 120 rows; scripts/head_check.py --features) the slot state scored 70.3% on the test rows, the
+mean 72.8%, both 72.2%.
 
 `--head-init fit` starts it instead where a linear probe would end (linear probing, then tuning: LP-FT): the
 L2-regularised logistic regression of the training rows' labels on their slot states under the untrained prompts,
