@@ -5,6 +5,8 @@ from __future__ import annotations
 from string import Template as StringTemplate
 from typing import TYPE_CHECKING
 
+from ptcli.head import describe
+
 if TYPE_CHECKING:
     from ptcli.artifact import Meta
 
@@ -68,16 +70,10 @@ def model_card(meta: Meta, path: str = "ARTIFACT", curve: bool = False) -> str:
         epochs=args.get("epochs", "?"), seed=training.seed, lr=args.get("lr", "?"),
         batch_size=args.get("batch_size", "?"), precision=training.precision, path=path,
         fingerprint=meta.backbone.fingerprint,
-        head=(f"\nThe label scores add a linear read-out of {_reads(meta.head_features)} (`--head linear`: "
+        head=(f"\nThe label scores add a linear read-out of {describe(meta.head_features)} (`--head linear`: "
               f"`head_weight` {len(meta.labels)} × {meta.encoder.hidden_size * len(meta.head_features)} and "
               "`head_bias` in the same file) to the label words'"
               + (", fit again on the training and dev rows at the kept prompts (--head-refit)"
                  if training.head_refit else "") + "." if meta.head == "linear" else ""),
         curve="\n![training curve: losses and dev accuracy per epoch](training.png)\n" if curve else "",
     )
-
-
-def _reads(features: list[str]) -> str:
-    """What the linear head reads, in words (head.STATES)."""
-    return ("the slot's hidden state and the mean of the row's hidden states up to the slot" if "mean" in features
-            else "the slot's hidden state")

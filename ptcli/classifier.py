@@ -107,14 +107,18 @@ class Classifier:
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """[N, labels] the label words' scores (no head, no bias) and [N, len(head.STATES), H] the states, without
         gradients, in float32 on the backbone's device: what --head-init fit and --head-refit fit the head on."""
-        scores, states = [], []
+        order, scores, states = [], [], []
         self.backbone.train(False)
         with torch.no_grad():
-            for start in range(0, len(rows), batch_size):
-                s, h = self.backbone.score_and_state(rows[start : start + batch_size], prompts, self.word_ids)
+            for idx in _plan(rows, batch_size):
+                s, h = self.backbone.score_and_state([rows[i] for i in idx], prompts, self.word_ids)
                 scores.append(label_scores(s, self.owner, len(self.labels)).float())
                 states.append(h.float())
-        return torch.cat(scores), torch.cat(states)
+                order += idx
+        back = torch.empty(len(order), dtype=torch.long)
+        back[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))  # rows in their own order again
+        back = back.to(self.backbone.device)
+        return torch.cat(scores)[back], torch.cat(states)[back]
 
     def predict_proba(self, rows: list[Encoded], prompts: torch.Tensor | None, batch_size: int,
                       on_batch: Callable[[int], None] | None = None) -> np.ndarray:
@@ -124,7 +128,7 @@ class Classifier:
         out = np.zeros((len(rows), len(self.labels)), dtype=np.float64)
         self.backbone.train(False)
         with torch.inference_mode():
-            for idx in batching.plan([len(r.before) + len(r.after) for r in rows], batch_size):
+            for idx in _plan(rows, batch_size):
                 logits = self.logits([rows[i] for i in idx], prompts)
                 out[idx] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
                 if on_batch is not None:
@@ -175,6 +179,11 @@ class Classifier:
         if art.head is not None:
             clf.head = LabelHead.from_tensors(art.head, tuple(art.meta.head_features)).to(backbone.device).eval()
         return clf, art.prompts.to(backbone.device)
+
+
+def _plan(rows: list[Encoded], batch_size: int) -> list[list[int]]:
+    """Row indices in batches, longest first (ptcli.batching): what every pass over many rows runs in."""
+    return batching.plan([len(r.before) + len(r.after) for r in rows], batch_size)
 
 
 def _with_context(encoder: TemplateEncoder, context: Context, limit: int | None, name: str, warn_about: bool

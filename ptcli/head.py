@@ -50,6 +50,13 @@ STATES = ("slot", "mean")
 FEATURES = {"slot": ("slot",), "slot+mean": ("slot", "mean")}  # --head-features: the states the head reads
 
 
+def describe(features: list[str] | tuple[str, ...]) -> str:
+    """What a linear head with these features reads, in words (the model card and `inspect`)."""
+    if "mean" in features:
+        return "the slot's hidden state and the row's mean state (the mean of its hidden states up to the slot)"
+    return "the slot's hidden state"
+
+
 def resolve(choice: str, n_labels: int) -> str:
     """--head auto → linear with AUTO_LINEAR_LABELS labels or more, else words; words and linear as they are."""
     if choice != "auto":

@@ -8,6 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from ptcli.console import out
+from ptcli.head import describe
 
 SPARKS = "▁▂▃▄▅▆▇█"
 BAR_WIDTH = 20
@@ -101,7 +102,7 @@ def _training(report: dict[str, Any]) -> Table:
         start = " (started at the training rows' probe, --head-init fit)" if t["args"].get("head_init") == "fit" else ""
         refit = ("; fit again on the training and dev rows at the kept prompts (--head-refit)"
                  if t.get("head_refit") else "")
-        reads = "the slot's hidden state" + (" and the row's mean state" if "mean" in report["head_features"] else "")
+        reads = describe(report["head_features"])
         table.add_row("head", f"linear: a read-out of {reads} added to the label words' scores{start}{refit}")
     args = {k: v for k, v in t["args"].items() if v is not None and v is not False}
     table.add_row("arguments", " ".join(f"{k}={v}" for k, v in args.items()))

@@ -257,10 +257,11 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
         # A trained head is part of the classifier; a words-only artifact's prompts were trained without one.
         log(f"--resume: keeping the artifact's head ({resumed.meta.head})")
         args = replace(args, head=resumed.meta.head)
-    kept_features = "+".join(resumed.meta.head_features) if resumed is not None else args.head_features
-    if resumed is not None and resumed.meta.head == "linear" and kept_features != args.head_features:
-        log(f"--resume: keeping the artifact's head features ({kept_features}), which its trained head reads")
-        args = replace(args, head_features=kept_features)
+    if resumed is not None and resumed.meta.head == "linear":
+        kept = "+".join(resumed.meta.head_features)
+        if kept != args.head_features:
+            log(f"--resume: keeping the artifact's head features ({kept}), which its trained head reads")
+            args = replace(args, head_features=kept)
 
     seed_everything(args.seed)
     if backbone is None:
