@@ -18,6 +18,7 @@ applied only at the positions that are scored.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -53,8 +54,8 @@ class CausalLM(Backbone):
         # of continuations a copy of its row's prefix cache. Rows per pass and pairs per chunk keep that under 256 MB
         # (a 600-token prefix is ~28 MB a row for SmolLM2-135M in fp32, ~15 MB for Qwen2-0.5B). No score changes.
         self.cache_bytes = 2**28
-        # (context, tokens, prompts, cache) of the last leading run a whole batch shared (`_shared_past`).
-        self._template_past: tuple[Any, Any, torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+        # (context, tokens, prompts, shared run) of the last leading run a whole batch shared (`_shared_past`).
+        self._template_past: tuple[Any, Any, torch.Tensor | None, _Shared] | None = None
         _check_split(self)
 
     def slot_length(self, mask_count: int, word_ids: list[list[int]]) -> int:
@@ -80,35 +81,34 @@ class CausalLM(Backbone):
         return warnings
 
     def score(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]) -> torch.Tensor:
-        return self._run(rows, prompts, word_ids, share_template=True)[0]
+        return self._run(rows, prompts, word_ids, states=False)[0]
 
     def score_and_state(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]]
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        # The mean state must not depend on which rows share a batch, so the template's leading run, which is
-        # shared only while every row of the batch has it, runs in each row (the fixed shared context stays cached).
-        return self._run(rows, prompts, word_ids, share_template=False)
+        return self._run(rows, prompts, word_ids, states=True)
 
-    def _run(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]], share_template: bool
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]], states: bool
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
         seqs = [self._sequence(row) for row in rows]
-        past = self._shared_past(rows, seqs, prompts, share_template)
-        if past is not None:
+        shared = self._shared_past(rows, seqs, prompts)
+        if shared is not None:
             # Each row gets its own copy of the shared cache: bound rows per pass by `cache_bytes`.
-            step = max(1, self.cache_bytes // _row_bytes(past))
+            step = max(1, self.cache_bytes // _row_bytes(shared.layers))
             if step < len(rows):
-                parts = [self._score(rows[i : i + step], seqs[i : i + step], prompts, word_ids, past)
+                parts = [self._score(rows[i : i + step], seqs[i : i + step], prompts, word_ids, shared, states)
                          for i in range(0, len(rows), step)]
-                return torch.cat([s for s, _ in parts]), torch.cat([h for _, h in parts])
-        return self._score(rows, seqs, prompts, word_ids, past)
+                return torch.cat([s for s, _ in parts]), None if not states else torch.cat([h for _, h in parts])
+        return self._score(rows, seqs, prompts, word_ids, shared, states)
 
     def _score(self, rows: list[Encoded], seqs: list[_Sequence], prompts: torch.Tensor | None,
-               word_ids: list[list[int]], past: list[tuple[torch.Tensor, torch.Tensor]] | None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               word_ids: list[list[int]], shared: _Shared | None, want_states: bool
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
         # The slot ends every row and each word is one token: the prefix's last position is the whole score.
         single = all(len(w) == 1 for w in word_ids) and not any(row.after.ids for row in rows)
         with self.autocast():
-            last, mean, cache, attn, prefix_len = self._prefix(seqs, prompts, keep_cache=not single, past=past)
-        states = torch.stack([last.float(), mean.float()], dim=1)  # head.STATES: slot, mean
+            last, mean, cache, attn, prefix_len = self._prefix(seqs, prompts, keep_cache=not single, shared=shared,
+                                                               mean=want_states)
+        states = torch.stack([last.float(), mean.float()], dim=1) if mean is not None else None  # head.STATES
         # log P(first token of each word | before): one row of logits per row, read for every word.
         first = torch.tensor([w[0] for w in word_ids], device=self.device)
         scores = torch.log_softmax(self._head(last).float(), dim=-1)[:, first]  # [B, W]
@@ -125,28 +125,30 @@ class CausalLM(Backbone):
             head = self.prefix_special or ([] if row.before.ids else [self.start_id])
         return head + row.before.ids, [-1] * len(head) + row.before.prompt
 
-    def _shared_past(self, rows: list[Encoded], seqs: list[_Sequence], prompts: torch.Tensor | None,
-                     share_template: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    def _shared_past(self, rows: list[Encoded], seqs: list[_Sequence], prompts: torch.Tensor | None
+                     ) -> _Shared | None:
         """The KV cache [1, heads, S, d] per layer of the first S positions every row of the batch shares, or None.
 
         The shared context (demonstrations, a chat head) is cached once per backbone (`_context_cache`). When nothing
         needs gradients (prediction, evaluation), the template's own leading run is shared too: in
         "[P][P][P][P]评论：<text>…" the prompts and the anchor text are the same tokens in every row, so they run
-        once instead of once a row (the demo's 150 rows: 9 of their ~60 tokens each), unless `share_template` is
-        off. Kept while the same prompts come back, so a whole prediction runs them once. Each row keeps at least its
-        last position to run itself.
+        once instead of once a row (the demo's 150 rows: 9 of their ~60 tokens each). Kept while the same prompts
+        come back, so a whole prediction runs them once. Each row keeps at least its last position to run itself.
+        The run's hidden states are the same in every row (attention is causal), so their sum joins each row's mean
+        state; the context's do not (the mean covers the row, not the prefix every row shares).
         """
         context = _shared_context(rows)
         past = self._context_cache(context) if context is not None else None
-        if self._needs_grad(prompts) or not rows or not share_template:
-            return past
+        plain = None if past is None else _Shared(past)
+        if self._needs_grad(prompts) or not rows:
+            return plain
         ids, pidx = seqs[0]
         shared = min(len(s[0]) for s in seqs) - 1
         for other_ids, other_p in seqs[1:]:
             shared = next((i for i in range(shared) if other_ids[i] != ids[i] or other_p[i] != pidx[i]), shared)
         shift = 0 if past is None else int(past[0][0].shape[2])
         if shared <= shift:
-            return past
+            return plain
         key = (tuple(ids[:shared]), tuple(pidx[:shared]))
         kept = self._template_past
         if kept is not None and kept[0] is context and kept[1] == key and _same(kept[2], prompts):
@@ -159,10 +161,11 @@ class CausalLM(Backbone):
                              position_ids=torch.arange(shift, shared, device=self.device).unsqueeze(0),
                              use_cache=True, **{self._cache_arg: cache})
         layers = [(k, v) for k, v, *_ in getattr(out, self._cache_arg)]
+        run = _Shared(layers, out.last_hidden_state[0].float().sum(0), shared - shift)
         # Kept only while the weights cannot change between calls (not under --tune-backbone).
         kept_prompts = None if prompts is None else prompts.detach().clone()
-        self._template_past = (context, key, kept_prompts, layers) if not self._trainable() else None
-        return layers
+        self._template_past = (context, key, kept_prompts, run) if not self._trainable() else None
+        return run
 
     def _needs_grad(self, prompts: torch.Tensor | None) -> bool:
         if not torch.is_grad_enabled():
@@ -194,19 +197,19 @@ class CausalLM(Backbone):
         return cached
 
     def _prefix(self, seqs: list[_Sequence], prompts: torch.Tensor | None, keep_cache: bool = True,
-                past: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, Any, torch.Tensor, torch.Tensor]:
-        """Run everything before the slot; return the last hidden state [B, H], the mean of the last hidden states
-        of the positions the row ran itself (not `past`) [B, H], the KV cache (None unless `keep_cache`), its
-        attention mask and each row's prefix length.
+                shared: _Shared | None = None, mean: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor | None, Any, torch.Tensor, torch.Tensor]:
+        """Run everything before the slot; return the last hidden state [B, H], the mean of the row's last hidden
+        states [B, H] (those it ran itself and the shared template run's, not the shared context's; None unless
+        `mean`), the KV cache (None unless `keep_cache`), its attention mask and each row's prefix length.
 
         The prefix runs in two parts. Tokens before the first [P] cannot see the prompts (attention is causal), so
         they run without autograd: training then back-propagates only through the short tail, ~2.5× cheaper for
         templates of the form "<text> … [P][P] … [MASK]". Both parts are left-padded so every row's prefix ends in
         the last column; pad holes in the middle are masked out and positions are explicit. The first positions
-        every row shares can come as a cache `past` (`_shared_past`), expanded to the batch, positions shifted past
-        it.
+        every row shares can come as a cache (`_shared_past`), expanded to the batch, positions shifted past it.
         """
+        past = None if shared is None else shared.layers
         shift = 0 if past is None else int(past[0][0].shape[2])
         two_parts = self._needs_grad(prompts)  # without autograd one pass does it, with one pass's overhead
         static, dynamic, dynamic_p = [], [], []
@@ -226,23 +229,27 @@ class CausalLM(Backbone):
         positions = shift + (sattn.cumsum(-1) - 1).clamp(min=0)
         own = sattn  # the static positions each row runs itself
         sattn = torch.cat([sattn.new_ones(n, shift), sattn], dim=1)
-        total = 0.0
+        total: Any = 0.0 if shared is None else shared.total
         if sids.shape[1]:
             with torch.no_grad():
                 # no [P] here by construction: plain token embeddings
                 out = self._body(inputs_embeds=self.input_embeddings(sids), attention_mask=sattn,
                                  position_ids=positions, use_cache=True, **{self._cache_arg: cache})
             cache = getattr(out, self._cache_arg)
-            total = (out.last_hidden_state.float() * own.unsqueeze(-1)).sum(1)
+            if mean:
+                total = total + (out.last_hidden_state.float() * own.unsqueeze(-1)).sum(1)
         attn = torch.cat([sattn, dattn], dim=1)
         out = self._body(inputs_embeds=self.embed(dids, dpidx, prompts), attention_mask=attn,
                          position_ids=static_len + (dattn.cumsum(-1) - 1).clamp(min=0), use_cache=keep_cache,
                          **{self._cache_arg: cache})
         cache = getattr(out, self._cache_arg) if keep_cache else None
         hidden = out.last_hidden_state
-        total = total + (hidden.float() * dattn.unsqueeze(-1)).sum(1)
-        mean = total / (own.sum(-1, keepdim=True) + dattn.sum(-1, keepdim=True)).clamp(min=1)
-        return hidden[:, -1], mean, cache, attn, static_len + dattn.sum(-1, True)
+        average = None
+        if mean:
+            total = total + (hidden.float() * dattn.unsqueeze(-1)).sum(1)
+            count = own.sum(-1, keepdim=True) + dattn.sum(-1, keepdim=True) + (0 if shared is None else shared.count)
+            average = total / count.clamp(min=1)
+        return hidden[:, -1], average, cache, attn, static_len + dattn.sum(-1, True)
 
     def _continuations(self, rows: list[Encoded], prompts: torch.Tensor | None, word_ids: list[list[int]],
                        cache: Any, attn: torch.Tensor, prefix_len: torch.Tensor) -> torch.Tensor:
@@ -347,6 +354,17 @@ class _TargetLogProb(torch.autograd.Function):
 
 # A row's pre-slot token ids and, per position, its prompt index (-1: a plain token).
 _Sequence = tuple[list[int], list[int]]
+
+
+@dataclass
+class _Shared:
+    """The first positions every row of a batch shares, run once: their KV cache per layer ([1, heads, S, d]), and
+    of those that belong to the rows' mean state (the template's leading run, not the shared context) the sum of
+    their last hidden states [H] and their count."""
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    total: torch.Tensor | float = 0.0
+    count: int = 0
 
 
 def _same(kept: torch.Tensor | None, prompts: torch.Tensor | None) -> bool:

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from ptcli import artifact
+from ptcli.artifact import Demonstration
 from ptcli.classifier import Classifier
 from ptcli.errors import UsageError
 from ptcli.export import ExportArgs, export
@@ -67,6 +68,33 @@ def test_the_mean_state_averages_the_rows_own_positions(models, name):
     assert torch.allclose(evaluated, torch.stack(by_hand), atol=1e-4)
     trained = prompts.clone().requires_grad_()  # training's path: the part before the first [P] runs apart
     assert torch.allclose(bb.score_and_state(rows, trained, clf.word_ids)[1][:, 1].detach(), evaluated, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "qwen2"])
+def test_the_mean_state_leaves_out_the_shared_context_but_not_the_shared_template_run(models, name):
+    # Demonstrations are one cached context before every row; "[P][P] Review:" is a leading run every row shares,
+    # which prediction runs once for the batch: its states count in each row's mean, the context's do not.
+    bb = load_backbone(str(models[name]), device="cpu", precision="fp32")
+    verbalizer = Verbalizer(labels=["a", "b"], words=[["great"], ["bad"]])
+    clf = Classifier.build(bb, Template.parse("[P][P] Review: <text> It was [MASK]"), verbalizer, max_length=64,
+                           warn_template=False, demos=[Demonstration("loved it", "a"), Demonstration("awful", "b")])
+    rows = clf.encode(TEXTS)
+    prompts = torch.randn(clf.template.n_prompts, bb.hidden_size)
+    context = len(bb.prefix_special + rows[0].context.ids) - 1  # the row runs the context's last token itself
+    by_hand = []
+    with torch.no_grad():
+        for row in rows:
+            ids, pidx = bb._sequence(row)
+            t = torch.tensor([ids])
+            hidden = bb._body(inputs_embeds=bb.embed(t, torch.tensor([pidx]), prompts),
+                              attention_mask=torch.ones_like(t),
+                              position_ids=torch.arange(len(ids)).unsqueeze(0)).last_hidden_state[0]
+            by_hand.append(hidden[context:].mean(0))
+        seqs = [bb._sequence(r) for r in rows]
+        run = bb._shared_past(rows, seqs, prompts)
+        assert run.count > 2  # the template's leading run is shared, [P][P] and the anchor
+        evaluated = bb.score_and_state(rows, prompts, clf.word_ids)[1][:, 1]
+    assert torch.allclose(evaluated, torch.stack(by_hand), atol=1e-4)
 
 
 def test_the_mlm_mean_state_does_not_depend_on_padding(models):
