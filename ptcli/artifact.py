@@ -102,7 +102,7 @@ class TrainingRecord:
     args: dict[str, Any] = field(default_factory=dict)  # the training options as given, for the record
     select: str = "dev-acc"  # how best_epoch was chosen: dev-acc | dev-loss | kfold (then it is the epoch count)
     folds: int = 0  # with kfold: the number of cross-validation folds (= rows for leave-one-out); else 0
-    calibrate: str = "none"  # none | contextual | bias: where Meta.label_bias came from
+    calibrate: str = "none"  # none | contextual | bias | fit: where Meta.label_bias came from
     refit: bool = False  # --refit: after the dev rows chose best_epoch, trained again on n_train (training + dev) rows
     head_refit: bool = False  # --head-refit: the linear head fit again on the training and dev rows (format 7)
 

@@ -204,7 +204,8 @@ def train(
                            ] = "vocab",
     calibrate: Annotated[str, typer.Option(
         help="per-label score bias: none; contextual (divide by the label probabilities of content-free inputs "
-        "'', 'N/A', '...'); bias (a bias trained with the prompts)")] = "none",
+        "'', 'N/A', '...'); bias (a bias trained with the prompts); fit (after training, the bias that best fits "
+        "the training and dev rows at the kept prompts)")] = "fit",
     bias_lr: Annotated[float, typer.Option(help="learning rate of the label bias with --calibrate bias")] = 0.1,
     select: Annotated[str, typer.Option(
         help="which epoch to keep: dev-loss (lowest dev loss), dev-acc (best dev accuracy), kfold (cross-validate "

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ptcli.classifier import Classifier
-from ptcli.label_bias import contextual_bias
+from ptcli.label_bias import FIT_L2, contextual_bias, fit_bias
 from ptcli.template import Encoded, Part
 from ptcli.verbalizer import Verbalizer
 
@@ -59,3 +59,25 @@ def test_the_bias_is_differentiable_for_training():
     torch.nn.functional.cross_entropy(clf.logits(rows, None), torch.tensor([2])).backward()
     assert clf.label_bias.grad[2] < 0 < clf.label_bias.grad[0]  # gradient descent raises the gold label's bias
     assert clf.label_bias.grad.sum().item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_fitted_bias_of_constant_scores_is_the_label_frequency():
+    # Every row scores the same, so the best bias makes each label's probability its share of the rows:
+    # 3 of 4 rows are label 0, so (0 + b0) − (1 + b1) = log 3 (up to the L2 nudge of FIT_L2).
+    scores = torch.tensor([[0.0, 1.0]] * 4)
+    bias = fit_bias(scores, torch.tensor([0, 0, 0, 1]))
+    assert float(bias[0] - bias[1]) == pytest.approx(math.log(3) + 1, abs=0.01)
+    assert float(bias.sum()) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_fitted_bias_is_the_minimiser():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(20, 3, generator=generator) * 2
+    y = torch.randint(0, 3, (20,), generator=generator)
+    bias = fit_bias(scores, y).requires_grad_(True)
+    objective = torch.nn.functional.cross_entropy(scores + bias, y) + 0.5 * FIT_L2 * bias.pow(2).sum()
+    (grad,) = torch.autograd.grad(objective, bias)
+    assert float(grad.abs().max()) < 1e-4
+    zero = torch.zeros(3, requires_grad=True)  # and it beats no bias, which is not stationary here
+    (grad0,) = torch.autograd.grad(torch.nn.functional.cross_entropy(scores + zero, y), zero)
+    assert float(grad0.abs().max()) > 1e-2

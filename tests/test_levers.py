@@ -14,7 +14,7 @@ from ptcli import artifact, selection
 from ptcli.classifier import Classifier
 from ptcli.errors import PtcliError, UsageError
 from ptcli.evaluate import EvalArgs, evaluate
-from ptcli.label_bias import content_free_bias
+from ptcli.label_bias import FIT_L2, content_free_bias
 from ptcli.loading import load_backbone
 from ptcli.predict import PredictArgs, predict
 from ptcli.template import Template
@@ -119,6 +119,21 @@ def test_calibration_is_stored_reloaded_and_applied_everywhere(models, review_fi
     # ...and so did training's dev evaluation: eval on the same dev rows reproduces the recorded dev metrics
     report = evaluate(EvalArgs(artifact=result.artifact, data=review_files["test"], device="cpu", precision="fp32"))
     assert report["accuracy"] == pytest.approx(result.dev["accuracy"])
+
+
+def test_calibrate_fit_is_the_best_bias_of_every_labeled_row_and_predict_applies_it(models, review_files, tmp_path):
+    result = train(args(review_files, models["bert"], tmp_path, calibrate="fit"))
+    meta = artifact.load(result.artifact).meta
+    assert meta.training.calibrate == "fit" and meta.label_bias == result.label_bias and result.n_dev > 0
+    clf, prompts, p = unbiased_probs(result, review_files["test"])
+    data = pd.read_csv(review_files["train"], dtype=str, keep_default_na=False)  # training and dev rows alike
+    scores, _ = clf.words_and_states(clf.encode(data["text"].tolist()), prompts, 8)
+    y = torch.tensor([clf.labels.index(v) for v in data["label"]])
+    bias = torch.tensor(meta.label_bias, requires_grad=True)
+    objective = torch.nn.functional.cross_entropy(scores + bias, y) + 0.5 * FIT_L2 * bias.pow(2).sum()
+    assert float(torch.autograd.grad(objective, bias)[0].abs().max()) < 1e-4  # stationary on all DATA rows
+    assert np.allclose(predicted_probs(result, review_files["test"], tmp_path), shifted(p, meta.label_bias),
+                       atol=1e-5)
 
 
 def test_the_trained_bias_moves_at_its_own_rate(models, review_files, tmp_path, monkeypatch):
