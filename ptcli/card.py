@@ -63,8 +63,12 @@ def model_card(meta: Meta, path: str = "ARTIFACT", curve: bool = False) -> str:
                     + ("; after they chose the best epoch the prompts were trained again on the training and dev "
                        "rows together (--refit), so the dev figures below are the first run's" if training.refit
                        else "")
-                    + ("; then the linear head was fit again on the training and dev rows (--head-refit), so the "
-                       "dev figures below are from before that" if training.head_refit else "")),
+                    + ("; then a per-label bias was fit on the training and dev rows (--calibrate fit)"
+                       if training.calibrate == "fit" else "")
+                    + ("; then the linear head was fit again on the training and dev rows (--head-refit)"
+                       if training.head_refit else "")
+                    + (", so the dev figures below are from before that" if training.head_refit
+                       or training.calibrate == "fit" else "")),
         dev_acc=f"{meta.dev_metrics.accuracy:.4f}", dev_f1=f"{meta.dev_metrics.macro_f1:.4f}",
         dev_acc0=f"{meta.dev_metrics_untrained.accuracy:.4f}", best_epoch=training.best_epoch,
         epochs=args.get("epochs", "?"), seed=training.seed, lr=args.get("lr", "?"),

@@ -167,7 +167,8 @@ def test_an_untrained_head_scores_as_the_words_do(models):
 def test_train_with_a_linear_head_end_to_end(models, review_files, tmp_path):
     base = dict(data=review_files["train"], template=review_files["template"], model=str(models["bert"]),
                 verbalizer=review_files["verbalizer"], device="cpu", precision="fp32", epochs=3, seed=0, lr=0.01,
-                dev=review_files["train"])  # the training rows as dev: what the head fits, the loss must show
+                dev=review_files["train"],  # the training rows as dev: what the head fits, the loss must show
+                calibrate="none")  # by hand below: words + head, no label bias
     words = train(TrainArgs(**base, output=tmp_path / "words", head="words"))
     result = train(TrainArgs(**base, output=tmp_path / "linear", head="linear", head_init="zero"))
     assert result.dev_untrained == words.dev_untrained  # the head starts at zero: untrained, the words decide
@@ -310,7 +311,7 @@ def test_head_features_and_head_refit(models, review_files, tmp_path):
 
     base = dict(data=review_files["train"], template=review_files["template"], model=str(models["bert"]),
                 verbalizer=review_files["verbalizer"], device="cpu", precision="fp32", epochs=1, seed=0, lr=1e-12,
-                head="linear")  # lr 1e-12: the kept head is the fit alone
+                head="linear", calibrate="none")  # lr 1e-12: the kept head is the fit alone
     once = train(TrainArgs(**base, output=tmp_path / "once", head_refit=False))
     refit = train(TrainArgs(**base, output=tmp_path / "refit"))  # the defaults: slot+mean, --head-refit
     assert not once.head_refit and refit.head_refit and refit.n_dev > 0
@@ -343,6 +344,16 @@ def test_head_features_and_head_refit(models, review_files, tmp_path):
     written = pd.read_csv(tmp_path / "p.csv")
     assert out.rows == len(texts)
     assert abs(written[[f"prob_{label}" for label in clf.labels]].to_numpy() - probs).max() < 1e-4
+
+    # --calibrate fit (the default) fits a label bias first; the head refit's own bias then fits around it, so the
+    # two predict as the head refit alone
+    both = train(TrainArgs(**{**base, "calibrate": "fit"}, output=tmp_path / "both"))
+    assert artifact.load(both.artifact).meta.label_bias is not None
+    predict(PredictArgs(artifact=both.artifact, input=review_files["test"], output=tmp_path / "b.csv", device="cpu",
+                        precision="fp32"))
+    both_probs = pd.read_csv(tmp_path / "b.csv")[[f"prob_{label}" for label in clf.labels]].to_numpy()
+    assert abs(both_probs - probs).max() < 5e-3  # one optimum, reached within L-BFGS's tolerance from two starts
+    assert (both_probs.argmax(1) == probs.argmax(1)).all()
 
     # --resume keeps the artifact's features
     again = train(TrainArgs(**{**base, "head_features": "slot"}, output=tmp_path / "resumed", resume=refit.artifact))
