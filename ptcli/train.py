@@ -325,13 +325,16 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
                     fitted.best, final_seconds = _train_all(args, clf, train_rows + dev_rows, y_train + y_dev,
                                                             fitted.best_epoch, schedule, bar, bias_start, resumed)
             labeled = f"{len(train_rows)} training and {len(dev_rows)} dev rows"
+            head_refits = args.head_refit and args.head == "linear" and not refits and not n_folds and bool(dev_rows)
+            if args.calibrate == "fit" or head_refits:  # one scoring pass of every labeled row serves both fits
+                scored = clf.words_and_states(train_rows + dev_rows, fitted.best[0].to(backbone.device),
+                                              args.batch_size)
             if args.calibrate == "fit":
                 log(f"--calibrate fit: fitting the label bias on the {labeled} at the kept prompts")
-                fitted.best = _fit_label_bias(args, clf, fitted.best, train_rows + dev_rows, y_train + y_dev)
-            head_refits = args.head_refit and args.head == "linear" and not refits and not n_folds and bool(dev_rows)
+                fitted.best = _fit_label_bias(args, fitted.best, scored, y_train + y_dev)
             if head_refits:
                 log(f"--head-refit: fitting the linear head again on the {labeled} at the kept prompts")
-                fitted.best = _refit_head(args, clf, fitted.best, train_rows + dev_rows, y_train + y_dev)
+                fitted.best = _refit_head(args, fitted.best, scored, y_train + y_dev)
     except KeyboardInterrupt as e:
         raise PtcliError("interrupted: training stopped, no artifact was written",
                          exit_code=getattr(e, "exit_code", 130)) from None
@@ -422,31 +425,34 @@ def _head(args: TrainArgs, clf: Classifier, resumed: artifact.Artifact | None) -
     return LabelHead(len(clf.labels), clf.backbone.hidden_size, features).to(clf.backbone.device)
 
 
-def _refit_head(args: TrainArgs, clf: Classifier, kept: Kept, rows: list[Encoded], y: list[int]) -> Kept:
-    """--head-refit: the kept prompts, encoder state and bias, with the head fit again (LabelHead.fit) on `rows`."""
+WordsAndStates = tuple[torch.Tensor, torch.Tensor]  # Classifier.words_and_states of some rows at some prompts
+
+
+def _refit_head(args: TrainArgs, kept: Kept, scored: WordsAndStates, y: list[int]) -> Kept:
+    """--head-refit: the kept prompts, encoder state and bias, with the head fit again (LabelHead.fit) on the rows
+    `scored` at the kept prompts."""
     prompts, state, bias, tensors = kept
-    head = LabelHead.from_tensors(tensors, FEATURES[args.head_features]).to(clf.backbone.device)
-    _fit_head(clf, head, rows, y, prompts.to(clf.backbone.device), bias, args.batch_size)
+    head = LabelHead.from_tensors(tensors, FEATURES[args.head_features]).to(scored[0].device)
+    _fit_head(head, scored, y, bias)
     return prompts, state, bias, head.tensors()
 
 
-def _fit_label_bias(args: TrainArgs, clf: Classifier, kept: Kept, rows: list[Encoded], y: list[int]) -> Kept:
+def _fit_label_bias(args: TrainArgs, kept: Kept, scored: WordsAndStates, y: list[int]) -> Kept:
     """--calibrate fit: the kept prompts, encoder state and head, with the label bias fit (label_bias.fit_bias) on
-    `rows`' label scores (the words', plus the head's when there is one) at the kept prompts."""
+    the label scores of the rows `scored` at the kept prompts (the words', plus the head's when there is one)."""
     prompts, state, _, tensors = kept
-    device = clf.backbone.device
-    scores, states = clf.words_and_states(rows, prompts.to(device), args.batch_size)
+    scores, states = scored
     if tensors is not None:
-        head = LabelHead.from_tensors(tensors, FEATURES[args.head_features]).to(device)
+        head = LabelHead.from_tensors(tensors, FEATURES[args.head_features]).to(scores.device)
         with torch.no_grad():
             scores = scores + head(states)
-    return prompts, state, fit_bias(scores, torch.tensor(y, device=device)), tensors
+    return prompts, state, fit_bias(scores, torch.tensor(y, device=scores.device)), tensors
 
 
-def _fit_head(clf: Classifier, head: LabelHead, rows: list[Encoded], y: list[int], prompts: torch.Tensor,
-              bias: torch.Tensor | None, batch_size: int) -> None:
-    """LabelHead.fit on `rows` at `prompts`: --head-init fit before training, --head-refit after it."""
-    offset, states = clf.words_and_states(rows, prompts, batch_size)
+def _fit_head(head: LabelHead, scored: WordsAndStates, y: list[int], bias: torch.Tensor | None) -> None:
+    """LabelHead.fit on rows' words_and_states: at the untrained prompts for --head-init fit, at the kept ones for
+    --head-refit."""
+    offset, states = scored
     if bias is not None:  # the label bias is part of the words' side of the score, as in training
         offset = offset + bias.to(offset.device, offset.dtype)
     head.fit(offset, states, torch.tensor(y, device=states.device))
@@ -470,7 +476,7 @@ def _fit_prompts(args: TrainArgs, clf: Classifier, encoder: PromptEncoder, rows:
         encoder.eval()  # the untrained prompts as evaluation sees them
         with torch.no_grad():
             untrained = encoder()
-        _fit_head(clf, head, rows, y, untrained, None, args.batch_size)
+        _fit_head(head, clf.words_and_states(rows, untrained, args.batch_size), y, None)
     if head is not None:
         params.append({"params": list(head.parameters()), "lr": args.lr if args.head_lr is None else args.head_lr,
                        "weight_decay": args.weight_decay})
