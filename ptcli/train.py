@@ -305,7 +305,9 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     if template.n_prompts == 0:
         log("the template has no [P]: " + ("only the linear head trains (--head words scores the manual prompt as "
                                            "is)" if args.head == "linear" else
-                                           "nothing to train, the artifact scores the manual prompt as is"))
+                                           "nothing to train, the artifact scores the manual prompt as is"
+                                           + (" plus a fitted label bias (--calibrate none: without)"
+                                              if args.calibrate == "fit" else "")))
     schedule = LoopConfig(epochs=args.epochs if trains else 0, batch_size=args.batch_size, patience=args.patience,
                           warmup=args.warmup, seed=args.seed, select=args.select)
     bias_start = _resumed_bias(args, resumed)

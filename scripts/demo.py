@@ -59,7 +59,8 @@ def main() -> None:
 
     common = ["--model", model, "--verbalizer", verbalizer, "--seed", args.seed, "--json"]
     print("\n== zero-shot: the manual template, nothing trained", file=sys.stderr)
-    ptcli("train", train_csv, "--template", manual, "-o", args.out / "zero-shot", *common)
+    # --calibrate none: with the default (fit) the manual prompt would get a label bias fit on the training rows
+    ptcli("train", train_csv, "--template", manual, "-o", args.out / "zero-shot", "--calibrate", "none", *common)
     zero = json.loads(ptcli("eval", args.out / "zero-shot", test_csv, "--json"))
 
     print("\n== P-tuning: trainable prompts around the same anchors", file=sys.stderr)
