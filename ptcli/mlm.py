@@ -40,10 +40,12 @@ class MaskedLM(Backbone):
         k = len(word_ids[0])
         seqs, pidx, slot_start = [], [], []
         for row in rows:
-            lead = self.prefix_special + (row.context.ids if row.context is not None else [])  # + demonstrations
+            context = row.context.ids if row.context is not None else []  # demonstrations
+            lead = self.prefix_special + context
             head = lead + row.before.ids
             seqs.append(head + [self.mask_id] * k + row.after.ids + self.suffix_special)
-            pidx.append([-1] * len(lead) + row.before.prompt + [-1] * k + row.after.prompt
+            pidx.append([-1] * len(self.prefix_special) + (row.context.prompt if row.context is not None else [])
+                        + row.before.prompt + [-1] * k + row.after.prompt
                         + [-1] * len(self.suffix_special))
             slot_start.append(len(head))
         ids, attn = self.to_tensor(seqs, self.pad_id)

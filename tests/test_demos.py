@@ -12,7 +12,7 @@ import torch
 from ptcli import artifact
 from ptcli.artifact import Demonstration
 from ptcli.classifier import Classifier
-from ptcli.demos import ALL, choose, parse_count
+from ptcli.demos import ALL, AUTO, AUTO_PER_LABEL, choose, parse_count, resolve, separator
 from ptcli.errors import PtcliError, UsageError
 from ptcli.loading import load_backbone
 from ptcli.predict import PredictArgs, predict
@@ -39,14 +39,19 @@ def build(models, name, template, demos=DEMOS, **kw):
                                 demos=demos, **kw)
 
 
-def naive(bb, row, prompts, word):
-    """log P(word, after | special tokens, context, before) from one uncached forward pass of the whole sequence."""
+def naive(bb, row, prompts, word, context_prompts=None):
+    """log P(word, after | special tokens, context, before) from one uncached forward pass of the whole sequence;
+    the context's [P] take `context_prompts` (default: `prompts`)."""
     head = bb.prefix_special + row.context.ids
     ids = head + row.before.ids + word + row.after.ids
-    pidx = torch.tensor([-1] * len(head) + row.before.prompt + [-1] * len(word) + row.after.prompt)
+    pidx = torch.tensor([-1] * len(bb.prefix_special) + row.context.prompt + row.before.prompt + [-1] * len(word)
+                        + row.after.prompt)
     embeds = bb.input_embeddings(torch.tensor([ids]).clamp(min=0))
     if prompts is not None and bool((pidx >= 0).any()):
-        embeds[0, pidx >= 0] = prompts[pidx[pidx >= 0]]
+        shown = prompts if context_prompts is None else context_prompts
+        in_context = torch.arange(len(ids)) < len(head)
+        vectors = torch.where(in_context.unsqueeze(-1), shown[pidx.clamp(min=0)], prompts[pidx.clamp(min=0)])
+        embeds = torch.where((pidx >= 0).unsqueeze(-1), vectors, embeds[0]).unsqueeze(0)
     logp = bb.model(inputs_embeds=embeds).logits.log_softmax(-1)[0]
     start = len(head) + len(row.before.ids)
     return sum(logp[pos - 1, ids[pos]] for pos in range(start, len(ids)) if pidx[pos] < 0)
@@ -82,12 +87,50 @@ def test_cached_prefix_scores_equal_the_full_sequence(models, name, where):
     prompts = torch.randn(clf.template.n_prompts, bb.hidden_size) if clf.template.n_prompts else None
     rows = clf.encode(TEXTS)
     assert all(row.context is context for row in rows)
+    assert context.has_prompts == bool(clf.template.n_prompts)  # the demonstrations carry the template's [P]
     got = bb.score(rows, prompts, clf.word_ids)
     cached = context.cache[bb]
     assert bb.score(rows, prompts, clf.word_ids).shape == got.shape and context.cache[bb] is cached  # computed once
     for r, row in enumerate(rows):
         for w, word in enumerate(clf.word_ids):
             assert torch.allclose(got[r, w], torch.as_tensor(naive(bb, row, prompts, word)), atol=1e-4), (r, w)
+    if prompts is None:
+        return
+    # Other prompts: the context's cache is computed again with them, and the first prompts' scores come back.
+    other = torch.randn_like(prompts)
+    moved = bb.score(rows, other, clf.word_ids)
+    assert torch.allclose(moved[0, 0], torch.as_tensor(naive(bb, rows[0], other, clf.word_ids[0])), atol=1e-4)
+    assert not torch.allclose(moved, got, atol=1e-3)
+    assert torch.allclose(bb.score(rows, prompts, clf.word_ids), got, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["qwen2", "llama"])
+def test_gradient_reaches_the_prompts_through_the_rows_own_prompts_only(models, name):
+    """The demonstrations' [P] are the current prompts held constant (causal.py `_context_cache`): the gradient is
+    the one of a sequence whose context shows the prompts detached."""
+    bb, clf = build(models, name, TEMPLATES["end_literal"])
+    rows = clf.encode(TEXTS[:2])
+    prompts = torch.randn(clf.template.n_prompts, bb.hidden_size, requires_grad=True)
+    bb.score(rows, prompts, clf.word_ids)[:, 0].sum().backward()
+    reference = torch.randn_like(prompts).copy_(prompts.detach()).requires_grad_(True)
+    sum(naive(bb, row, reference, clf.word_ids[0], context_prompts=reference.detach()) for row in rows).backward()
+    assert prompts.grad.abs().sum() > 0
+    assert torch.allclose(prompts.grad, reference.grad, atol=1e-4)
+    # …which is not the gradient through the context as well
+    full = prompts.detach().clone().requires_grad_(True)
+    sum(naive(bb, row, full, clf.word_ids[0]) for row in rows).backward()
+    assert not torch.allclose(full.grad, reference.grad, atol=1e-4)
+
+
+def test_demonstrations_carry_the_templates_prompts(models):
+    _, clf = build(models, "qwen2", TEMPLATES["end_literal"])
+    context = clf.encoder.context
+    index = [p for p in context.prompt if p >= 0]
+    assert index == [0, 1] * len(DEMOS)  # each demonstration has the template's two [P], in order
+    _, old = build(models, "qwen2", TEMPLATES["end_literal"], demo_prompts=False)  # format 3-7's rule
+    assert not old.encoder.context.has_prompts
+    plain = [i for i, p in zip(context.ids, context.prompt, strict=True) if p < 0]
+    assert plain == old.encoder.context.ids  # otherwise the same tokens
 
 
 def test_rows_per_pass_bound_changes_no_score(models):
@@ -113,13 +156,16 @@ def test_masked_lm_prepends_the_demonstrations(models):
     verbalizer = Verbalizer(labels=["a", "b"], words=[["great"], ["bad"]])
     template = Template.parse("[P]<text> It was [MASK].")
     clf = Classifier.build(bb, template, verbalizer, 64, warn_template=False, demos=DEMOS[:2])
-    context = clf.encoder.context.ids
-    # Each demonstration: the template without [P], its label word in the slot, then the separator.
-    text = bb.tokenizer.decode(context)
+    context = clf.encoder.context
+    # Each demonstration: the template with its [P], its label word in the slot, then the separator.
+    text = bb.tokenizer.decode([i for i, p in zip(context.ids, context.prompt, strict=True) if p < 0])
     assert text == "the acting was wonderful It was great.\n\na very boring plot It was bad.\n\n"
+    sep = separator(bb.tokenizer)
+    second = next(i for i in range(len(context.ids)) if context.ids[i : i + len(sep)] == sep) + len(sep)
+    assert [i for i, p in enumerate(context.prompt) if p >= 0] == [0, second]  # before each demonstration's text
     prompts = torch.randn(1, bb.hidden_size)
     rows = clf.encode(TEXTS)
-    by_hand = [Encoded(Part(context + r.before.ids, [-1] * len(context) + r.before.prompt), r.after) for r in rows]
+    by_hand = [Encoded(Part(context.ids + r.before.ids, context.prompt + r.before.prompt), r.after) for r in rows]
     assert torch.allclose(bb.score(rows, prompts, clf.word_ids), bb.score(by_hand, prompts, clf.word_ids), atol=1e-6)
 
 
@@ -159,7 +205,7 @@ def test_train_records_demonstrations_and_predict_rebuilds_the_prefix(models, tm
     meta = artifact.load(result.artifact).meta
     assert [d.label for d in meta.demonstrations].count("pos") == 2 and len(meta.demonstrations) == 4
     assert set(d.text for d in meta.demonstrations) <= set(pd.read_csv(data)["text"])
-    assert meta.training.args["demos"] == 2 and not meta.chat
+    assert meta.training.args["demos"] == 2 and not meta.chat and meta.demo_prompts
     assert artifact.load(run("again", demos=2).artifact).meta.demonstrations == meta.demonstrations  # seeded
     assert len(artifact.load(run("all", demos=ALL).artifact).meta.demonstrations) == 8
 
@@ -169,6 +215,17 @@ def test_train_records_demonstrations_and_predict_rebuilds_the_prefix(models, tm
     pred = pd.read_csv(tmp_path / "pred.csv")
     gold = np.array([row[f"prob_{row['label']}"] for _, row in pred.iterrows()])
     assert -np.mean(np.log(gold)) == pytest.approx(meta.dev_metrics.loss, abs=1e-4)
+
+    # as a format-7 artifact (no demo_prompts: demonstrations without [P]) the same files predict otherwise
+    raw = json.loads((result.artifact / artifact.META).read_text())
+    raw.pop("demo_prompts")
+    raw["format_version"] = 7
+    (result.artifact / artifact.META).write_text(json.dumps(raw, ensure_ascii=False))
+    assert artifact.load(result.artifact).meta.demo_prompts is False
+    predict(PredictArgs(artifact=result.artifact, input=dev, output=tmp_path / "old.csv", device="cpu",
+                        precision="fp32"))
+    old = pd.read_csv(tmp_path / "old.csv")
+    assert not np.allclose(old["prob_pos"], pred["prob_pos"], atol=1e-4)
 
 
 def test_artifact_fields_are_optional_and_checked(tiny_artifact):
@@ -186,3 +243,43 @@ def test_artifact_fields_are_optional_and_checked(tiny_artifact):
         with pytest.raises(PtcliError, match=message):
             artifact.parse_meta(json.dumps({**raw, **extra}), "x.json")
         assert name
+
+
+def test_auto_shows_two_rows_per_label_only_where_the_text_moved_before_the_slot():
+    assert parse_count("auto") == AUTO and parse_count(" Auto ") == AUTO
+    assert resolve(AUTO, moved=True) == AUTO_PER_LABEL == 2 and resolve(AUTO, moved=False) == 0
+    assert resolve(3, moved=False) == 3 and resolve(0, moved=True) == 0 and resolve(ALL, moved=False) == ALL
+
+
+@pytest.mark.parametrize(("model", "template", "text_first", "shown"), [
+    ("gpt2", "[P] It was [MASK]! <text>", True, 2),  # slot before the text, read text first: two per label
+    ("gpt2", "[P] It was [MASK]! <text>", False, 0),  # read as written
+    ("gpt2", "[P] <text> It was [MASK]", True, 0),  # slot already after the text
+    ("bert", "[P] It was [MASK]! <text>", True, 0),  # a masked LM reads both sides as written
+])
+def test_train_default_demos_is_auto(models, tmp_path, model, template, text_first, shown):
+    rows = [(f"the film was {w}", lab) for w, lab in [("great", "pos"), ("bad", "neg")] * 4]
+    data = _write(tmp_path / "train.csv", rows)
+    (tmp_path / "t.txt").write_text(template + "\n")
+    (tmp_path / "v.json").write_text('{"pos": "good", "neg": "bad"}')
+    result = train(TrainArgs(data=data, template=tmp_path / "t.txt", verbalizer=tmp_path / "v.json",
+                             model=str(models[model]), output=tmp_path / "a", device="cpu", precision="fp32",
+                             epochs=1, batch_size=4, encoder="mlp", seed=1, text_first=text_first))
+    meta = artifact.load(result.artifact).meta
+    assert TrainArgs.__dataclass_fields__["demos"].default == AUTO
+    assert len(meta.demonstrations) == 2 * shown and meta.training.args["demos"] == shown  # the count used
+    assert all(d.text in {r[0] for r in rows} for d in meta.demonstrations)
+
+
+def test_auto_trains_without_demonstrations_that_do_not_fit(models, tmp_path, capsys):
+    long = " ".join(["the movie was great fun"] * 40)  # ~200 tokens a row; four demonstrations pass 256 positions
+    data = _write(tmp_path / "train.csv", [(long, "pos"), (long.replace("great", "bad"), "neg")] * 4)
+    (tmp_path / "t.txt").write_text("[P] It was [MASK]! <text>\n")
+    (tmp_path / "v.json").write_text('{"pos": "good", "neg": "bad"}')
+    base = dict(data=data, template=tmp_path / "t.txt", verbalizer=tmp_path / "v.json", model=str(models["gpt2"]),
+                device="cpu", precision="fp32", epochs=1, batch_size=4, encoder="mlp", seed=1, max_length=220)
+    result = train(TrainArgs(output=tmp_path / "a", **base))
+    assert artifact.load(result.artifact).meta.demonstrations == []
+    assert "--demos auto" in capsys.readouterr().err
+    with pytest.raises(PtcliError, match="fewer --demos"):  # asked for by count, the error stands
+        train(TrainArgs(output=tmp_path / "b", demos=2, **base))
