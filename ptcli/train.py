@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -279,34 +280,7 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
         f"{backbone.device.type}, {str(backbone.dtype).removeprefix('torch.')}")
     if args.auto_words:
         verbalizer = searched_words(args, backbone, template, train_df, classes)
-    auto = args.demos == demos.AUTO
-    if auto:
-        moved = args.text_first and backbone.reading_order(template) is not template
-        args = replace(args, demos=demos.resolve(args.demos, moved))  # the artifact records the count used
-        if args.demos:
-            log(f"--demos auto: {args.demos} training rows per label shown before every row (the template's text "
-                "reads before its slot; --demos 0 for none)")
-
-    def build(shown: list[artifact.Demonstration]) -> Classifier:
-        return Classifier.build(
-            backbone, template, verbalizer, args.max_length, where=str(args.verbalizer or "labels"), demos=shown,
-            chat=args.chat, text_first=args.text_first,
-            # a resumed format-4 artifact keeps the rule its prompts were trained under
-            text_first_names=resumed.meta.text_first_names if resumed is not None else True,
-            # and a resumed format-3-7 artifact with demonstrations, their rendering without [P]
-            demo_prompts=resumed.meta.demo_prompts if resumed is not None and resumed.meta.demonstrations else True)
-
-    shown = demos.choose(train_df, args.demos, args.seed, args.text_col, args.label_col, args.text_b_col
-                         ) if args.demos else []
-    try:
-        clf = build(shown)
-    except PtcliError as error:
-        if not (auto and shown):
-            raise
-        # Not asked for: rather no demonstrations than no training.
-        warn(f"--demos auto: {error}; training without demonstrations")
-        args, shown = replace(args, demos=0), []
-        clf = build(shown)
+    args, clf, shown = _classifier(args, backbone, template, verbalizer, train_df, resumed)
     if clf.encoder.context is not None:
         log(f"shared prefix before every row: {len(clf.encoder.context.ids)} tokens ({len(shown)} demonstration(s)"
             f"{', chat template' if args.chat else ''})")
@@ -401,6 +375,44 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
     artifact.save(output, meta, best_prompts, best_state, model_card(meta, curve=curve), extra=extra, head=best_head)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _classifier(args: TrainArgs, backbone: Backbone, template: Template, verbalizer: Verbalizer,
+                train_df: pd.DataFrame, resumed: artifact.Artifact | None
+                ) -> tuple[TrainArgs, Classifier, list[artifact.Demonstration]]:
+    """The classifier train() trains, with its demonstrations; `args.demos` resolved from `auto` to the count used,
+    which the artifact records."""
+    auto = args.demos == demos.AUTO
+    if auto and resumed is not None:
+        # Its prompts were trained with (or without) its demonstrations: keep showing as many per label.
+        shown_per_label = Counter(d.label for d in resumed.meta.demonstrations)
+        args = replace(args, demos=max(shown_per_label.values(), default=0))
+    elif auto:
+        moved = args.text_first and backbone.reading_order(template) is not template
+        args = replace(args, demos=demos.resolve(args.demos, moved))
+        if args.demos:
+            log(f"--demos auto: {args.demos} training rows per label shown before every row (the template's text "
+                "reads before its slot; --demos 0 for none)")
+
+    def build(shown: list[artifact.Demonstration]) -> Classifier:
+        return Classifier.build(
+            backbone, template, verbalizer, args.max_length, where=str(args.verbalizer or "labels"), demos=shown,
+            chat=args.chat, text_first=args.text_first,
+            # a resumed format-4 artifact keeps the rule its prompts were trained under
+            text_first_names=resumed.meta.text_first_names if resumed is not None else True,
+            # and a resumed format-3-7 artifact with demonstrations, their rendering without [P]
+            demo_prompts=resumed.meta.demo_prompts if resumed is not None and resumed.meta.demonstrations else True)
+
+    shown = demos.choose(train_df, args.demos, args.seed, args.text_col, args.label_col, args.text_b_col
+                         ) if args.demos else []
+    try:
+        return args, build(shown), shown
+    except PtcliError as error:
+        if not (auto and shown):
+            raise
+        # Not asked for: rather no demonstrations than no training.
+        warn(f"--demos auto: {error}; training without demonstrations")
+        return replace(args, demos=0), build([]), []
 
 
 def initial_encoder(args: TrainArgs, clf: Classifier) -> PromptEncoder:

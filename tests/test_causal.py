@@ -267,7 +267,7 @@ def test_text_first_is_recorded_and_predict_reads_the_same_order(models, tmp_pat
     (tmp_path / "v.json").write_text('{"a": "great", "b": "bad"}')
     result = train(TrainArgs(data=tmp_path / "train.csv", template=tmp_path / "t.txt", verbalizer=tmp_path / "v.json",
                              model=str(models["gpt2"]), dev=tmp_path / "train.csv", output=tmp_path / "art",
-                             device="cpu", precision="fp32", epochs=1, text_first=text_first,
+                             device="cpu", precision="fp32", epochs=1, text_first=text_first, demos=0,
                              calibrate="none"))  # no bias fit after the dev scoring that predict must reproduce
     meta = artifact.load(result.artifact).meta
     assert meta.text_first is text_first and meta.template.text == "[P][P] It was [MASK]: <text>"

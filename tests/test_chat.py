@@ -67,7 +67,10 @@ def test_prompts_keep_their_places_and_text_after_the_slot_stays_after(chat_mode
 def test_demonstrations_go_in_the_user_turn(chat_model):
     bb, clf = build(chat_model, "[P]<text> It was [MASK]", demos=DEMOS[:2])
     row = clf.encode(["fun"])[0]
-    text = bb.tokenizer.decode(clf.encoder.context.ids + [i for i in row.before.ids if i >= 0])
+    context = clf.encoder.context
+    shown = [i for i, p in zip(context.ids, context.prompt, strict=True) if p < 0]  # the demonstrations' [P] aside
+    assert [p for p in context.prompt if p >= 0] == [0, 0]  # each demonstration carries the template's [P]
+    text = bb.tokenizer.decode(shown + [i for i in row.before.ids if i >= 0])
     assert text == ("<s>system\nBe brief.<|endoftext|>\n<s>user\nthe acting was wonderful It was great\n\n"
                     "a very boring plot It was bad\n\nfun It was<|endoftext|>\n<s>assistant\n")
 

@@ -216,7 +216,7 @@ def test_train_levers_are_recorded(base, tmp_path):
 
 
 def test_train_demos_and_chat_options(base, tmp_path):
-    assert_clean_error(invoke(*base, "--demos", "some"), 2, "--demos some", "or `all`")
+    assert_clean_error(invoke(*base, "--demos", "some"), 2, "--demos some", "`all` or `auto`")
     assert_clean_error(invoke(*base, "--chat"), 2, "--chat", "masked LM")
     assert not (tmp_path / "out").exists()
     result = invoke(*base, "--demos", "2", "--json")

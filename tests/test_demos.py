@@ -247,18 +247,18 @@ def test_artifact_fields_are_optional_and_checked(tiny_artifact):
 
 def test_auto_shows_two_rows_per_label_only_where_the_text_moved_before_the_slot():
     assert parse_count("auto") == AUTO and parse_count(" Auto ") == AUTO
-    assert resolve(AUTO, moved=True) == AUTO_PER_LABEL == 2 and resolve(AUTO, moved=False) == 0
+    assert resolve(AUTO, moved=True) == AUTO_PER_LABEL > 0 and resolve(AUTO, moved=False) == 0
     assert resolve(3, moved=False) == 3 and resolve(0, moved=True) == 0 and resolve(ALL, moved=False) == ALL
 
 
 @pytest.mark.parametrize(("model", "template", "text_first", "shown"), [
-    ("gpt2", "[P] It was [MASK]! <text>", True, 2),  # slot before the text, read text first: two per label
+    ("gpt2", "[P] It was [MASK]! <text>", True, AUTO_PER_LABEL),  # slot before the text, read text first
     ("gpt2", "[P] It was [MASK]! <text>", False, 0),  # read as written
     ("gpt2", "[P] <text> It was [MASK]", True, 0),  # slot already after the text
     ("bert", "[P] It was [MASK]! <text>", True, 0),  # a masked LM reads both sides as written
 ])
 def test_train_default_demos_is_auto(models, tmp_path, model, template, text_first, shown):
-    rows = [(f"the film was {w}", lab) for w, lab in [("great", "pos"), ("bad", "neg")] * 4]
+    rows = [(f"the film was {w} {i}", lab) for i, (w, lab) in enumerate([("great", "pos"), ("bad", "neg")] * 8)]
     data = _write(tmp_path / "train.csv", rows)
     (tmp_path / "t.txt").write_text(template + "\n")
     (tmp_path / "v.json").write_text('{"pos": "good", "neg": "bad"}')
@@ -269,6 +269,9 @@ def test_train_default_demos_is_auto(models, tmp_path, model, template, text_fir
     assert TrainArgs.__dataclass_fields__["demos"].default == AUTO
     assert len(meta.demonstrations) == 2 * shown and meta.training.args["demos"] == shown  # the count used
     assert all(d.text in {r[0] for r in rows} for d in meta.demonstrations)
+    card = (result.artifact / artifact.CARD).read_text(encoding="utf-8")
+    assert ("shown as demonstrations (with the template's [P]" in card) == bool(shown)
+    assert ("reads it text first" in card) == (model == "gpt2" and text_first and "!" in template)
 
 
 def test_auto_trains_without_demonstrations_that_do_not_fit(models, tmp_path, capsys):
@@ -283,3 +286,18 @@ def test_auto_trains_without_demonstrations_that_do_not_fit(models, tmp_path, ca
     assert "--demos auto" in capsys.readouterr().err
     with pytest.raises(PtcliError, match="fewer --demos"):  # asked for by count, the error stands
         train(TrainArgs(output=tmp_path / "b", demos=2, **base))
+
+
+def test_auto_resume_keeps_the_artifacts_demonstrations(models, tmp_path):
+    rows = [(f"the film was {w} {i}", lab) for i, (w, lab) in enumerate([("great", "pos"), ("bad", "neg")] * 8)]
+    data = _write(tmp_path / "train.csv", rows)
+    (tmp_path / "t.txt").write_text("[P] It was [MASK]! <text>\n")
+    (tmp_path / "v.json").write_text('{"pos": "good", "neg": "bad"}')
+    base = dict(data=data, template=tmp_path / "t.txt", verbalizer=tmp_path / "v.json", model=str(models["gpt2"]),
+                device="cpu", precision="fp32", epochs=1, batch_size=4, encoder="mlp", seed=1)
+    none = train(TrainArgs(output=tmp_path / "none", demos=0, **base)).artifact
+    auto = train(TrainArgs(output=tmp_path / "auto", **base)).artifact
+    for start, per_label in ((none, 0), (auto, AUTO_PER_LABEL)):
+        resumed = train(TrainArgs(output=tmp_path / f"again-{per_label}", resume=start, **base)).artifact
+        meta = artifact.load(resumed).meta
+        assert len(meta.demonstrations) == 2 * per_label and meta.training.args["demos"] == per_label
