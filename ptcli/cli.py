@@ -215,7 +215,7 @@ def train(
         "many epochs (one more run; kfold always does)")] = False,
     demos: Annotated[str, typer.Option(
         metavar="N|all|auto", help="training rows per label shown, with their label word, before every row "
-        "(in-context demonstrations, with the template's [P]; kept in the artifact); auto: 2 where the template's "
+        "(in-context demonstrations, with the template's [P]; kept in the artifact); auto: 4 where the template's "
         "text reads before its slot (text first), else none")] = "auto",
     chat: Annotated[bool, typer.Option("--chat", help="put the template in the causal backbone's chat template: "
                                        "the text in the user turn, the label at the start of the answer")] = False,

@@ -86,7 +86,7 @@ class TrainArgs:
     # does). Costs one more run of the chosen length.
     refit: bool = False
     # Training rows per label shown before every row (demos.py); 0 none, -1 (`all`) every row, -2 (`auto`, the
-    # default): two where the template's text had to move before its slot (text first), else none (demos.resolve).
+    # default): four where the template's text had to move before its slot (text first), else none (demos.resolve).
     demos: int = DEMOS_AUTO
     chat: bool = False  # put the template in the causal backbone's chat template (chat.py)
     # A causal LM reads inputs that follow the slot only after it has guessed the label: text first moves them, each

@@ -67,7 +67,8 @@ def best_bias(margin: np.ndarray, gold_pos: np.ndarray) -> float:
 
 
 def fitted_bias(margin: np.ndarray, gold_pos: np.ndarray) -> float:
-    """The constant bias of least log loss on these rows (what --calibrate fit finds, for two labels)."""
+    """The constant bias of least log loss on these rows, on a grid (--calibrate fit solves the same problem with a
+    small L2 penalty, ptcli.label_bias.fit_bias)."""
     grid = np.linspace(-10, 10, 2001)
     sign = 2 * gold_pos - 1
     return float(grid[int(np.argmin([np.mean(np.logaddexp(0, -sign * (margin + b))) for b in grid]))])
