@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ptcli benchmarks: real data, real backbones, ptcli P-tuning vs the tools users would pick instead.
 
-    python bench/run.py                 # the accuracy verdict: ~76 min on 2 AVX2 cores in fp32 (time model: ~91)
+    python bench/run.py                 # the accuracy verdict: ~74 min on 2 AVX2 cores in fp32 (time model: ~91)
     python bench/run.py --ablation      # the ablation table: one data set, ptcli's levers one at a time
     python bench/run.py --plan          # print the plan and its time estimate, run nothing
     python bench/run.py --grid full --device cuda    # K = 8, 16, 32, 5 seeds, 1000 test rows: for a GPU
@@ -367,7 +367,7 @@ def run_speed_section(rec: Recorder, sp: SpeedPlan, backbones: dict[str, Any], t
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", choices=GRIDS, default="default",
-                    help="default: the CPU verdict (~76 min fp32 on 2 AVX2 cores); quick: MR on SmolLM2 only; full: "
+                    help="default: the CPU verdict (~74 min fp32 on 2 AVX2 cores); quick: MR on SmolLM2 only; full: "
                          "K=8,16,32, 5 seeds, 1000 test rows, for a GPU; smoke: tiny sizes, checks the harness")
     ap.add_argument("--quick", action="store_const", dest="grid", const="quick", help="alias of --grid quick")
     ap.add_argument("--smoke", action="store_const", dest="grid", const="smoke",
