@@ -40,13 +40,12 @@ class MaskedLM(Backbone):
         k = len(word_ids[0])
         seqs, pidx, slot_start = [], [], []
         for row in rows:
-            context = row.context.ids if row.context is not None else []  # demonstrations
-            lead = self.prefix_special + context
-            head = lead + row.before.ids
+            # demonstrations, with their [P]
+            shared, shared_p = (row.context.ids, row.context.prompt) if row.context is not None else ([], [])
+            head = self.prefix_special + shared + row.before.ids
             seqs.append(head + [self.mask_id] * k + row.after.ids + self.suffix_special)
-            pidx.append([-1] * len(self.prefix_special) + (row.context.prompt if row.context is not None else [])
-                        + row.before.prompt + [-1] * k + row.after.prompt
-                        + [-1] * len(self.suffix_special))
+            pidx.append([-1] * len(self.prefix_special) + shared_p + row.before.prompt + [-1] * k
+                        + row.after.prompt + [-1] * len(self.suffix_special))
             slot_start.append(len(head))
         ids, attn = self.to_tensor(seqs, self.pad_id)
         prompt_idx, _ = self.to_tensor(pidx, -1)

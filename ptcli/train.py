@@ -280,11 +280,11 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
         f"{backbone.device.type}, {str(backbone.dtype).removeprefix('torch.')}")
     if args.auto_words:
         verbalizer = searched_words(args, backbone, template, train_df, classes)
-    args, clf, shown = _classifier(args, backbone, template, verbalizer, train_df, resumed)
+    args, clf = _classifier(args, backbone, template, verbalizer, train_df, resumed)
     if clf.encoder.context is not None:
-        log(f"shared prefix before every row: {len(clf.encoder.context.ids)} tokens ({len(shown)} demonstration(s)"
+        log(f"shared prefix before every row: {len(clf.encoder.context.ids)} tokens ({len(clf.demos)} demonstration(s)"
             f"{', chat template' if args.chat else ''})")
-    if shown and args.select == "kfold":
+    if clf.demos and args.select == "kfold":
         warn("--demos with --select kfold: the demonstrations come from DATA, so each held-out fold has some of its "
              "rows in the prefix and the cross-validated accuracy is optimistic")
     label_index = {label: i for i, label in enumerate(clf.labels)}
@@ -379,9 +379,9 @@ def train(args: TrainArgs, backbone: Backbone | None = None) -> TrainResult:
 
 def _classifier(args: TrainArgs, backbone: Backbone, template: Template, verbalizer: Verbalizer,
                 train_df: pd.DataFrame, resumed: artifact.Artifact | None
-                ) -> tuple[TrainArgs, Classifier, list[artifact.Demonstration]]:
-    """The classifier train() trains, with its demonstrations; `args.demos` resolved from `auto` to the count used,
-    which the artifact records."""
+                ) -> tuple[TrainArgs, Classifier]:
+    """The classifier train() trains, with its demonstrations (`clf.demos`); `args.demos` resolved from `auto` to
+    the count used, which the artifact records."""
     auto = args.demos == demos.AUTO
     if auto and resumed is not None:
         # Its prompts were trained with (or without) its demonstrations: keep showing as many per label.
@@ -406,13 +406,13 @@ def _classifier(args: TrainArgs, backbone: Backbone, template: Template, verbali
     shown = demos.choose(train_df, args.demos, args.seed, args.text_col, args.label_col, args.text_b_col
                          ) if args.demos else []
     try:
-        return args, build(shown), shown
+        return args, build(shown)
     except PtcliError as error:
         if not (auto and shown):
             raise
         # Not asked for: rather no demonstrations than no training.
         warn(f"--demos auto: {error}; training without demonstrations")
-        return replace(args, demos=0), build([]), []
+        return replace(args, demos=0), build([])
 
 
 def initial_encoder(args: TrainArgs, clf: Classifier) -> PromptEncoder:
